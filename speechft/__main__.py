@@ -1,0 +1,3 @@
+from speechft.cli.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""Command-line layer: one thin module per command, each calling one library function."""

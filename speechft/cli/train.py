@@ -1,0 +1,15 @@
+"""Fine-tune Fun-ASR-Nano with a data-size profile. (Not available yet.)"""
+
+from __future__ import annotations
+
+import typer
+
+from speechft.cli.common import guarded
+from speechft.errors import NotAvailableError
+
+
+@guarded
+def command(
+    args: list[str] = typer.Argument(None, hidden=True),
+) -> None:
+    raise NotAvailableError("`speechft train` is not available in this version yet")
