@@ -1,0 +1,1 @@
+"""Offline decoding: inputs, long-audio segmentation, batched generation, resumable output."""
