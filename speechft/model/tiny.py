@@ -1,0 +1,253 @@
+"""Tiny Fun-ASR-Nano directories in exactly the official layout, for tests and the bundled demo.
+
+`build_tiny_model_dir` writes what a user downloads (UPSTREAM.md §1) with small dimensions:
+`config.yaml` laid out as the released one (tiny SenseVoiceEncoderSmall, Transformer adaptor,
+Qwen3 LLM), `Qwen3-0.6B/config.json` with an explicit `head_dim`, a byte-level BPE tokenizer with
+the Qwen chat special tokens, `configuration.json` and a seeded random `model.pt`. Both speechft's
+`load_model` and `funasr.AutoModel(model=DIR, disable_update=True)` load it offline.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import yaml
+
+from speechft.model.build import CONFIG_FILE, CONFIGURATION_FILE, LLM_FOLDER, WEIGHTS_FILE, build_model_from_config, read_model_config
+from speechft.model.tokenizer import build_tiny_tokenizer
+
+# Enough text for the BPE to learn the ChatML scaffolding and the guide's prompts compactly.
+DEFAULT_CORPUS = (
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n",
+    "<|im_end|>\n<|im_start|>assistant\n",
+    "语音转写：",
+    "Speech transcription:",
+    "语音转写成英文：",
+    "语音转写成中文：",
+    "Transcribe speech into Chinese:",
+    "Transcribe speech into English:",
+    "语音转写，不进行文本规整：",
+    "Speech transcription without text normalization:",
+    "zero one two three four five six seven eight nine ten",
+    "turn on the light turn off the music open the door close the window stop go left right up down",
+    "零一二三四五六七八九十百千万",
+    "hello world yes no please thank you",
+    "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789 ,.?!'",
+)
+
+
+def tiny_config(
+    *,
+    encoder_dim: int,
+    encoder_heads: int,
+    encoder_linear_units: int,
+    encoder_blocks: int,
+    encoder_tp_blocks: int,
+    adaptor_ffn_dim: int,
+    adaptor_layers: int,
+    adaptor_heads: int,
+    llm_hidden: int,
+) -> dict:
+    """config.yaml content: the released file's structure and settings, tiny dimensions.
+
+    The adaptor stacks 8 encoder frames (`downsample_rate: 8`) so its output length equals the
+    audio-token count the LLM sees; dither is 0 so features are deterministic.
+    """
+    return {
+        "model": "FunASRNano",
+        "model_conf": {"lsm_weight": 0.1, "length_normalized_loss": True},
+        "audio_encoder": "SenseVoiceEncoderSmall",
+        "audio_encoder_conf": {
+            "output_size": encoder_dim,
+            "attention_heads": encoder_heads,
+            "linear_units": encoder_linear_units,
+            "num_blocks": encoder_blocks,
+            "tp_blocks": encoder_tp_blocks,
+            "dropout_rate": 0.1,
+            "positional_dropout_rate": 0.1,
+            "attention_dropout_rate": 0.1,
+            "input_layer": "pe",
+            "pos_enc_class": "SinusoidalPositionEncoder",
+            "normalize_before": True,
+            "kernel_size": 11,
+            "sanm_shfit": 0,
+            "selfattention_layer_type": "sanm",
+            "freeze": True,
+            "freeze_layer_num": -1,
+            "feat_permute": True,
+        },
+        "llm": "Qwen3-0.6b",
+        "llm_conf": {
+            "hub": "hf",
+            "freeze": True,
+            "llm_dtype": "fp32",
+            "init_param_path": LLM_FOLDER,
+            "use_lora": False,
+        },
+        "audio_adaptor": "Transformer",
+        "audio_adaptor_conf": {
+            "downsample_rate": 8,
+            "use_low_frame_rate": True,
+            "ffn_dim": adaptor_ffn_dim,
+            "llm_dim": llm_hidden,
+            "encoder_dim": encoder_dim,
+            "n_layer": adaptor_layers,
+            "attention_heads": adaptor_heads,
+            "freeze": False,
+        },
+        "frontend": "WavFrontend",
+        "frontend_conf": {
+            "fs": 16000,
+            "window": "hamming",
+            "n_mels": 80,
+            "frame_length": 25,
+            "frame_shift": 10,
+            "lfr_m": 7,
+            "lfr_n": 6,
+            "dither": 0.0,
+            "cmvn_file": None,
+        },
+        "train_conf": {
+            "accum_grad": 1,
+            "grad_clip": 5,
+            "max_epoch": 50,
+            "keep_nbest_models": 20,
+            "avg_nbest_model": 10,
+            "log_interval": 100,
+            "validate_interval": 2000,
+            "save_checkpoint_interval": 2000,
+        },
+        "optim": "adamw",
+        "optim_conf": {"lr": 5.0e-06, "weight_decay": 0.0},
+        "scheduler": "warmuplr",
+        "scheduler_conf": {"warmup_steps": 2500},
+        "dataset": "FunASR",
+        "dataset_conf": {
+            "index_ds": "FunASR",
+            "batch_sampler": "BatchSampler",
+            "batch_type": "token",
+            "batch_size": 6000,
+            "max_token_length": 3500,
+            "shuffle": True,
+            "sort_size": 1024,
+            "batch_size_sample_max": 10,
+            "num_workers": 4,
+        },
+        "tokenizer": "HuggingfaceTokenizer",
+        "tokenizer_conf": {"init_param_path": "${llm_conf.init_param_path}"},
+    }
+
+
+def qwen3_config(
+    *, vocab_size: int, hidden: int, layers: int, heads: int, kv_heads: int, head_dim: int, intermediate: int, end_token_id: int, pad_token_id: int
+) -> dict:
+    """Qwen3-0.6B/config.json with tiny dimensions; `head_dim` explicit as in the real file."""
+    return {
+        "architectures": ["Qwen3ForCausalLM"],
+        "model_type": "qwen3",
+        "vocab_size": vocab_size,
+        "hidden_size": hidden,
+        "intermediate_size": intermediate,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "head_dim": head_dim,
+        "hidden_act": "silu",
+        "max_position_embeddings": 4096,
+        "max_window_layers": layers,
+        "rms_norm_eps": 1e-06,
+        "rope_theta": 1000000,
+        "rope_scaling": None,
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "initializer_range": 0.02,
+        "sliding_window": None,
+        "use_sliding_window": False,
+        "tie_word_embeddings": True,
+        "use_cache": True,
+        "bos_token_id": pad_token_id,
+        "eos_token_id": end_token_id,
+        "pad_token_id": pad_token_id,
+        "torch_dtype": "float32",
+    }
+
+
+def build_tiny_model_dir(
+    path: str | Path,
+    *,
+    seed: int = 0,
+    encoder_dim: int = 96,
+    encoder_heads: int = 4,
+    encoder_linear_units: int = 192,
+    encoder_blocks: int = 3,
+    encoder_tp_blocks: int = 1,
+    adaptor_ffn_dim: int = 192,
+    adaptor_layers: int = 1,
+    adaptor_heads: int = 4,
+    llm_hidden: int = 96,
+    llm_layers: int = 2,
+    llm_heads: int = 4,
+    llm_kv_heads: int = 2,
+    llm_head_dim: int = 24,
+    llm_intermediate: int = 192,
+    tokenizer_corpus: Iterable[str] = (),
+    tokenizer_vocab_size: int = 400,
+) -> Path:
+    """Write a tiny, randomly initialised Fun-ASR-Nano directory at `path` and return it.
+
+    `tokenizer_corpus` is added to a built-in corpus (ChatML scaffolding, the guide's prompts,
+    digits and commands) to train the byte-level BPE. The same `seed` gives the same weights.
+    """
+    import torch
+
+    directory = Path(path)
+    directory.mkdir(parents=True, exist_ok=True)
+    llm_dir = directory / LLM_FOLDER
+    build_tiny_tokenizer(llm_dir, [*DEFAULT_CORPUS, *tokenizer_corpus], vocab_size=tokenizer_vocab_size)
+    vocab = json.loads((llm_dir / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
+    added = json.loads((llm_dir / "tokenizer.json").read_text(encoding="utf-8")).get("added_tokens", [])
+    ids = {token["content"]: token["id"] for token in added}
+    vocab_size = max([*vocab.values(), *ids.values()]) + 1
+    llm_config = qwen3_config(
+        vocab_size=vocab_size,
+        hidden=llm_hidden,
+        layers=llm_layers,
+        heads=llm_heads,
+        kv_heads=llm_kv_heads,
+        head_dim=llm_head_dim,
+        intermediate=llm_intermediate,
+        end_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+    )
+    (llm_dir / "config.json").write_text(json.dumps(llm_config, indent=2) + "\n", encoding="utf-8")
+    config = tiny_config(
+        encoder_dim=encoder_dim,
+        encoder_heads=encoder_heads,
+        encoder_linear_units=encoder_linear_units,
+        encoder_blocks=encoder_blocks,
+        encoder_tp_blocks=encoder_tp_blocks,
+        adaptor_ffn_dim=adaptor_ffn_dim,
+        adaptor_layers=adaptor_layers,
+        adaptor_heads=adaptor_heads,
+        llm_hidden=llm_hidden,
+    )
+    (directory / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    configuration = {
+        "framework": "pytorch",
+        "task": "auto-speech-recognition",
+        "model": {"type": "funasr"},
+        "pipeline": {"type": "funasr-pipeline"},
+        "file_path_metas": {
+            "init_param": WEIGHTS_FILE,
+            "config": CONFIG_FILE,
+            "tokenizer_conf": {"init_param_path": LLM_FOLDER},
+            "llm_conf": {"init_param_path": LLM_FOLDER},
+        },
+    }
+    (directory / CONFIGURATION_FILE).write_text(json.dumps(configuration, indent=2) + "\n", encoding="utf-8")
+    model, _ = build_model_from_config(read_model_config(directory), config_path=directory / CONFIG_FILE, seed=seed)
+    state = {name: tensor.detach().to(torch.float32).contiguous() for name, tensor in model.state_dict().items()}
+    torch.save(state, directory / WEIGHTS_FILE)
+    return directory
