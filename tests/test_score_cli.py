@@ -96,7 +96,7 @@ def test_several_hypotheses_are_compared(runner, tmp_path):
     assert result.exit_code == 0, result.output
     # Same file names in different folders are told apart by their folder.
     assert "base/out.txt" in result.stdout and "tuned/out.txt" in result.stdout
-    assert "Comparison" in result.stdout and "baseline" in result.stdout
+    assert "Against the first hypothesis" in result.stdout and "baseline" in result.stdout
     assert "Overall -> 25.00 %" in outputs[0].read_text(encoding="utf-8")
     assert "Overall -> 5.83 %" in outputs[1].read_text(encoding="utf-8")
     data = json.loads(report.read_text(encoding="utf-8"))
