@@ -11,6 +11,7 @@ from speechft.scoring.align import (
     Counts,
     align,
     aligned_lines,
+    aligned_lines_many,
     count_edits,
     edit_operations,
 )
@@ -205,3 +206,22 @@ def test_counts_rates_and_texts():
     assert Counts(0, 0, 0, 2).error_rate == 1.0  # empty reference, something inserted: wrong
     assert Counts().error_rate == 0.0
     assert Counts(1, 2, 3, 4) + Counts(1, 1, 1, 1) == Counts(2, 3, 4, 5)
+
+
+def test_aligned_lines_many_matches_aligned_lines():
+    # The corpus-at-once layout of one-character tokens must equal the per-token layout, for
+    # narrow and wide characters, gaps at either end and empty lines.
+    generator = random.Random(5)
+    alphabet = "AB中国Ｚé"
+    alignments = []
+    expected = []
+    for _ in range(500):
+        reference = "".join(generator.choice(alphabet) for _ in range(generator.randrange(7)))
+        hypothesis = "".join(generator.choice(alphabet) for _ in range(generator.randrange(7)))
+        edits = edit_operations(reference, hypothesis)
+        alignments.append((reference, hypothesis, edits))
+        expected.append(aligned_lines(list(reference), list(hypothesis), edit_operations(list(reference), list(hypothesis))))
+    alignments.append((["HELLO"], ["HELO", "中"], edit_operations(["HELLO"], ["HELO", "中"])))
+    expected.append(aligned_lines(*alignments[-1]))
+    assert aligned_lines_many(alignments) == expected
+    assert [aligned_lines(*alignment) for alignment in alignments] == expected

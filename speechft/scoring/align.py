@@ -153,7 +153,8 @@ def aligned_lines(
     if not edits:
         return " ".join(reference), " ".join(hypothesis)
     if isinstance(reference, str) and isinstance(hypothesis, str):
-        return _aligned_character_lines(reference, hypothesis, edits)
+        reference_line, hypothesis_line = _spaced_lines(_character_columns(reference, hypothesis, edits))
+        return reference_line, hypothesis_line
     # Matched stretches hold the same tokens on both sides, so they go in whole, unpadded; only
     # the (few) edited tokens are measured and padded.
     reference_parts: list[str] = []
@@ -197,10 +198,41 @@ _PAD = "\x00"  # after a substituted character: one extra column (its separator'
 _GAP = ("", "\x01", "\x02")  # a missing token of width 1 or 2
 
 
-def _aligned_character_lines(reference: str, hypothesis: str, edits: Sequence[EditOperation]) -> tuple[str, str]:
-    # The same layout as the general path for one-character tokens, built as two strings of one
-    # character per column and spaced out by a single join: a few string operations per line
-    # instead of several per token.
+def aligned_lines_many(
+    alignments: Sequence[tuple[TokenSequence, TokenSequence, Sequence[EditOperation]]],
+) -> list[tuple[str, str]]:
+    """:func:`aligned_lines` for many `(reference, hypothesis, edits)` at once, faster.
+
+    One-character-per-token pairs (Chinese) are laid out as columns and spaced out for the whole
+    corpus in a few string operations; other pairs go through :func:`aligned_lines`.
+    """
+    lines: list[tuple[str, str]] = [("", "")] * len(alignments)
+    character_positions: list[int] = []
+    reference_columns: list[str] = []
+    hypothesis_columns: list[str] = []
+    for position, (reference, hypothesis, edits) in enumerate(alignments):
+        if isinstance(reference, str) and isinstance(hypothesis, str):
+            if edits:
+                reference, hypothesis = _character_columns(reference, hypothesis, edits)
+            character_positions.append(position)
+            reference_columns.append(reference)
+            hypothesis_columns.append(hypothesis)
+        else:
+            lines[position] = aligned_lines(reference, hypothesis, edits)
+    spaced = zip(character_positions, _spaced_lines(reference_columns), _spaced_lines(hypothesis_columns))
+    for position, reference_line, hypothesis_line in spaced:
+        lines[position] = (reference_line, hypothesis_line)
+    return lines
+
+
+# Placeholders in column strings; tokens never hold control characters.
+_PAD = "\x00"  # after a substituted character: one extra column (its separator's space stays)
+_GAP = ("", "\x01", "\x02")  # a missing token of width 1 or 2
+
+
+def _character_columns(reference: str, hypothesis: str, edits: Sequence[EditOperation]) -> tuple[str, str]:
+    # The layout of aligned_lines for one-character tokens, as two strings of one character per
+    # column (placeholders for gaps and padding) to be spaced out later in one go.
     reference_parts: list[str] = []
     hypothesis_parts: list[str] = []
     reference_index = hypothesis_index = 0
@@ -229,8 +261,11 @@ def _aligned_character_lines(reference: str, hypothesis: str, edits: Sequence[Ed
             hypothesis_index += 1
     reference_parts.append(reference[reference_index:])
     hypothesis_parts.append(hypothesis[hypothesis_index:])
-    return _spaced("".join(reference_parts)), _spaced("".join(hypothesis_parts))
+    return "".join(reference_parts), "".join(hypothesis_parts)
 
 
-def _spaced(columns: str) -> str:
-    return " ".join(columns).replace("\x01", " ").replace("\x02", "  ").replace(_PAD, "")
+def _spaced_lines(columns: Sequence[str]) -> list[str]:
+    # Space every column of every line at once: join the lines with newlines, put a space between
+    # all characters, take back the spaces next to the newlines, then fill in the placeholders.
+    spaced = " ".join("\n".join(columns)).replace(" \n", "\n").replace("\n ", "\n")
+    return spaced.replace("\x01", " ").replace("\x02", "  ").replace(_PAD, "").split("\n")

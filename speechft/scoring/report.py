@@ -13,6 +13,7 @@ Differences from the guide's ``compute-wer`` (its defects, fixed on purpose):
 from __future__ import annotations
 
 import gc
+import heapq
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from speechft.scoring.align import (
     Counts,
     EditOperation,
     aligned_lines,
+    aligned_lines_many,
     aligned_pairs,
     edit_operations,
 )
@@ -94,11 +96,13 @@ class SystemScore:
 
     def worst(self, count: int) -> list[UtteranceScore]:
         """The `count` utterances with the most errors (then the highest rate, then file order)."""
-        ranked = sorted(
-            (utterance for utterance in self.utterances if utterance.counts.errors),
-            key=lambda utterance: (-utterance.counts.errors, -utterance.counts.error_rate),
+        if count <= 0:
+            return []
+        wrong = (utterance for utterance in self.utterances if utterance.counts.errors)
+        # nsmallest is stable (ties keep file order) and does not sort the whole corpus.
+        return heapq.nsmallest(
+            count, wrong, key=lambda utterance: (-utterance.counts.errors, -utterance.counts.error_rate)
         )
-        return ranked[:count]
 
 
 def read_transcripts(path: str | Path, *, what: str) -> dict[str, str]:
@@ -119,14 +123,13 @@ def read_transcripts(path: str | Path, *, what: str) -> dict[str, str]:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return read_keyed(path, what=what)
-    transcripts: dict[str, str] = {}
-    lines = 0
-    for line in text.split("\n"):
-        fields = line.split(None, 1)  # as split_key does, without a call per line
-        if fields:
-            transcripts[fields[0].lstrip("\ufeff")] = fields[1].rstrip() if len(fields) > 1 else ""
-            lines += 1
-    if len(transcripts) != lines:
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    # One split per line, as split_key does, without a call per line.
+    rows = [line.split(None, 1) for line in text.split("\n")]
+    rows = [row for row in rows if row]
+    transcripts = {row[0]: row[1].rstrip() if len(row) > 1 else "" for row in rows}
+    if len(transcripts) != len(rows):
         return read_keyed(path, what=what)  # raises on the first repeated key, with both lines
     return transcripts
 
@@ -254,8 +257,10 @@ def write_compute_wer(score: SystemScore, stream: IO[str]) -> None:
     ML counts extra hypotheses (keys missing from the reference), MH missing hypotheses.
     """
     parts: list[str] = []
-    for utterance in score.utterances:
-        reference_line, hypothesis_line = utterance.aligned_lines()
+    lines = aligned_lines_many(
+        [(utterance.reference_tokens, utterance.hypothesis_tokens, utterance.edits) for utterance in score.utterances]
+    )
+    for utterance, (reference_line, hypothesis_line) in zip(score.utterances, lines):
         parts.append(
             f"utt: {utterance.key}\nWER: {utterance.counts.compute_wer_text()}\n"
             f"ref: {reference_line}\nhyp: {hypothesis_line}\n\n"
