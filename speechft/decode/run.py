@@ -206,6 +206,7 @@ def decode_items(
     elif output.exists():
         output.unlink()
     failed: list[tuple[str, str]] = []
+    summary.errors = failed  # shared, so progress callbacks see failures as they happen
 
     chunk_size = max(1, options.batch_size * options.chunk_batches)
     with open(output, "a", encoding="utf-8", newline="\n") as sink, ThreadPoolExecutor(options.load_workers) as pool:
@@ -248,7 +249,6 @@ def decode_items(
                 if on_progress is not None:
                     on_progress(summary)
 
-    summary.errors = failed
     _write_errors(errors_path, failed, append=options.resume)
     results = read_finished(output)
     _write_lines(output, [(item.key, results.get(item.key, "")) for item in items])
