@@ -233,3 +233,15 @@ def test_token_counter_matches_tokenize(tmp_path) -> None:
 def test_chatml_line_keeps_non_ascii() -> None:
     line = chatml_line("k", "语音转写：", "/a.wav", "你好", 10, 2)
     assert "你好" in line and json.loads(line)["messages"][1]["content"] == "语音转写：<|startofspeech|>!/a.wav<|endofspeech|>"
+
+
+@pytest.mark.parametrize("transcript", ["你好", 'quote " and \\ backslash', "tab\tand\u2028line separator", "emoji 😀"])
+def test_chatml_line_equals_json_dumps(transcript: str) -> None:
+    record = {
+        "key": "k/1", "messages": [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "语音转写：<|startofspeech|>!/a b.wav<|endofspeech|>"},
+            {"role": "assistant", "content": transcript},
+        ], "speech_length": 123, "text_length": 4,
+    }
+    assert chatml_line("k/1", "语音转写：", "/a b.wav", transcript, 123, 4) == json.dumps(record, ensure_ascii=False)

@@ -11,6 +11,7 @@ was trained with, so prep records its :class:`PromptPolicy` in a sidecar JSON be
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,18 +37,21 @@ LANGUAGE_NAMES: dict[str, tuple[str, str]] = {
 }
 
 
+# Arabic numerals (ASCII and full-width) and `_` (connector punctuation, which `\w` includes).
+_NUMERAL_OR_UNDERSCORE = re.compile(r"[0-9０-９_]")
+# Everything that is neither a letter/digit nor whitespace; checked for category P one by one.
+_OTHER = re.compile(r"[^\w\s]")
+
+
 def has_written_form(transcript: str) -> bool:
-    """True when the transcript has an Arabic numeral or a punctuation mark.
+    """True when the transcript has an Arabic numeral or a punctuation mark (Unicode category P).
 
     The guide's rule: a transcript with neither was not text-normalised (it reads as spoken), so it
     is paired with the no-normalisation prompt.
     """
-    for character in transcript:
-        if "0" <= character <= "9" or "０" <= character <= "９":
-            return True
-        if not character.isalnum() and unicodedata.category(character).startswith("P"):
-            return True
-    return False
+    if _NUMERAL_OR_UNDERSCORE.search(transcript):
+        return True
+    return any(unicodedata.category(character).startswith("P") for character in _OTHER.findall(transcript))
 
 
 @dataclass(frozen=True)

@@ -83,12 +83,15 @@ class TokenCounter:
     source: str  # "tokenizer.json" (direct) or "transformers"
 
     def count(self, texts: Sequence[str]) -> list[int]:
+        # Corpora repeat transcripts (prompts read by many speakers): each distinct text once.
+        distinct = list(dict.fromkeys(texts))
+        encode = getattr(self.backend, "encode_batch_fast", self.backend.encode_batch)
         counts: list[int] = []
-        for start in range(0, len(texts), BATCH_SIZE):
-            batch = list(texts[start : start + BATCH_SIZE])
-            encode = getattr(self.backend, "encode_batch_fast", self.backend.encode_batch)
+        for start in range(0, len(distinct), BATCH_SIZE):
+            batch = distinct[start : start + BATCH_SIZE]
             counts.extend(len(encoding.ids) for encoding in encode(batch, add_special_tokens=False))
-        return counts
+        by_text = dict(zip(distinct, counts))
+        return [by_text[text] for text in texts]
 
 
 def load_token_counter(directory: str | Path) -> TokenCounter:
