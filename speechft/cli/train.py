@@ -1,15 +1,46 @@
-"""Fine-tune Fun-ASR-Nano with a data-size profile. (Not available yet.)"""
+"""Fine-tune Fun-ASR-Nano from the official model directory with a data-size profile.
+
+Profiles: small-data (adaptor only, < 1000 h), medium-data (encoder + adaptor, < 5000 h), large-data (everything, > 10000 h), auto (chosen from the hours in the train jsonl), or a YAML path.
+
+Trailing KEY=VALUE arguments override the profile (e.g. optim.lr=1e-4 max_epochs=3). More train files may follow --train, each optionally weighted as FILE:WEIGHT: `--train domain.jsonl general.jsonl:0.2` replays a fifth of the general data each epoch.
+
+The output directory is a model directory: use it as --model-dir for `speechft decode`.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
 from speechft.cli.common import guarded
-from speechft.errors import NotAvailableError
 
 
 @guarded
 def command(
-    args: list[str] = typer.Argument(None, hidden=True),
+    model_dir: Annotated[Path, typer.Option("--model-dir", help="Official Fun-ASR-Nano directory (config.yaml, model.pt, Qwen3-0.6B/).")],
+    train: Annotated[list[str], typer.Option("--train", help="Training jsonl from `speechft prep`; FILE:WEIGHT to weight it; repeatable.")] = [],  # noqa: B006
+    extra: Annotated[Optional[list[str]], typer.Argument(help="More train files, and KEY=VALUE config overrides.", show_default=False)] = None,
+    profile: Annotated[str, typer.Option("--profile", help="small-data | medium-data | large-data | auto | path.yaml")] = "auto",
+    val: Annotated[Optional[Path], typer.Option("--val", help="Validation jsonl (default: a fixed subset of the training data).")] = None,
+    output_dir: Annotated[Optional[Path], typer.Option("--output-dir", help="Run directory; becomes the fine-tuned model directory.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config, parameters, batches and memory estimate; train nothing.")] = False,
+    resume: Annotated[str, typer.Option("--resume", help="off | auto (latest checkpoint in --output-dir) | path to a checkpoint folder.")] = "off",
+    allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Accept a model.pt that lacks some weights (they stay random).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress display.")] = False,
 ) -> None:
-    raise NotAvailableError("`speechft train` is not available in this version yet")
+    from speechft.train.entry import train as run
+
+    run(
+        profile=profile,
+        model_dir=model_dir,
+        train_files=train,
+        extra=extra or [],
+        output_dir=output_dir,
+        val=val,
+        dry_run=dry_run,
+        resume=resume,
+        allow_missing=allow_missing,
+        show_progress=not quiet,
+    )

@@ -13,7 +13,7 @@ import copy
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ class ModelBundle:
     model_dir: Path
     config: dict[str, Any]  # config.yaml with file paths made absolute
     device: Any  # torch.device
+    weight_dtypes: dict[str, Any] = field(default_factory=dict)  # dtype of each tensor in model.pt
 
     @property
     def frontend_conf(self) -> dict[str, Any]:
@@ -238,8 +239,11 @@ def _preview(keys: list[str], limit: int = 8) -> str:
     return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
 
 
-def load_weights(model: Any, path: Path, *, allow_missing: bool = False) -> list[str]:
-    """Load `path` into `model` strictly; return the missing keys (only non-empty with allow_missing)."""
+def load_weights(model: Any, path: Path, *, allow_missing: bool = False) -> dict[str, Any]:
+    """Load `path` into `model` strictly; return the dtype each loaded tensor had in the file.
+
+    Missing keys are tolerated only with `allow_missing` (they keep the model's values).
+    """
     state = read_state_dict(path)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
@@ -256,7 +260,7 @@ def load_weights(model: Any, path: Path, *, allow_missing: bool = False) -> list
         hint = "" if mismatched else "; pass --allow-missing to keep random weights for the missing ones"
         raise InputError(f"{path}: does not match config.yaml: {'; '.join(problems)}{hint}")
     model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
-    return missing
+    return {k: v.dtype for k, v in state.items()}
 
 
 def load_model(
@@ -286,7 +290,7 @@ def load_model(
     config = read_model_config(model_dir)
     llm_dir = _check_offline(config, config_path)
     model, _ = build_model_from_config(config, config_path=config_path)
-    load_weights(model, weights_path, allow_missing=allow_missing)
+    weight_dtypes = load_weights(model, weights_path, allow_missing=allow_missing)
     target_device = torch.device(device)
     model.to(device=target_device, dtype=dtype or torch.float32)
     model.eval()
@@ -299,4 +303,5 @@ def load_model(
         model_dir=model_dir,
         config=config,
         device=target_device,
+        weight_dtypes=weight_dtypes,
     )

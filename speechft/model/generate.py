@@ -23,11 +23,13 @@ def clean_text(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-def _left_padded_prompts(tokenizer: Any, prompts: Sequence[str], token_counts: Sequence[int], system: str, pad_id: int) -> tuple[Any, Any, Any]:
+def _left_padded_prompts(
+    tokenizer: Any, prompts: Sequence[str], token_counts: Sequence[int], systems: Sequence[str], pad_id: int
+) -> tuple[Any, Any, Any]:
     import torch
 
     rows, starts = [], []
-    for prompt, count in zip(prompts, token_counts):
+    for prompt, count, system in zip(prompts, token_counts, systems):
         ids, start = prompt_ids(tokenizer, prompt, count, system=system)
         rows.append(ids)
         starts.append(start)
@@ -58,13 +60,13 @@ def greedy_decode(
     waveforms: Sequence[np.ndarray],
     prompts: Sequence[str],
     *,
-    system: str = CHAT_SYSTEM_PROMPT,
+    system: str | Sequence[str] = CHAT_SYSTEM_PROMPT,
     max_new_tokens: int = 512,
     features: Sequence[Any] | None = None,
 ) -> list[str]:
     """Transcribe 16 kHz mono float waveforms with one user prompt each; returns texts in order.
 
-    `features` (precomputed fbank+LFR tensors, one per waveform) skips the frontend. The model is
+    `system` is one system prompt for all or one per utterance. `features` (precomputed fbank+LFR tensors, one per waveform) skips the frontend. The model is
     used as it is (call `model.eval()` first); runs under `torch.inference_mode`, bf16 autocast on
     CUDA.
     """
@@ -82,7 +84,8 @@ def greedy_decode(
     end_id = bundle.end_token_id
     pad_id = model.llm.config.pad_token_id
     pad_id = end_id if pad_id is None else int(pad_id)
-    input_ids, attention_mask, audio_starts = _left_padded_prompts(tokenizer, prompts, token_counts, system, pad_id)
+    systems = [system] * len(prompts) if isinstance(system, str) else list(system)
+    input_ids, attention_mask, audio_starts = _left_padded_prompts(tokenizer, prompts, token_counts, systems, pad_id)
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     with torch.inference_mode(), autocast:

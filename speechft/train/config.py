@@ -1,0 +1,342 @@
+"""The training configuration: frozen dataclasses loaded strictly from YAML, with `key=value` overrides.
+
+A profile (`configs/small-data.yaml` ...) is plain data in this schema. Unknown keys and values of
+the wrong type are errors naming the key and the file; overrides such as `optim.lr=1e-4` go
+through the same conversion (YAML reads `1e-4` as a string, so values are converted by the
+field's declared type, not by how YAML happened to parse them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from speechft.errors import ConfigError
+
+MODULES = ("encoder", "adaptor", "llm")
+DECAYS = ("cosine", "linear", "inverse_sqrt", "constant")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 1e-4
+    """Peak learning rate of AdamW."""
+    weight_decay: float = 0.0
+    """AdamW weight decay (upstream uses 0)."""
+    betas: tuple[float, ...] = (0.9, 0.999)
+    """AdamW betas."""
+    grad_clip: float = 5.0
+    """Clip the global gradient norm to this (0 disables)."""
+    grad_accum_steps: int = 1
+    """Batches whose gradients are summed before one optimizer step."""
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, "optim.lr", "must be > 0")
+        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas", "must be two numbers in [0, 1)")
+        _check(self.grad_clip >= 0, "optim.grad_clip", "must be >= 0")
+        _check(self.grad_accum_steps >= 1, "optim.grad_accum_steps", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    warmup_fraction: float = 0.05
+    """Linear warmup over this fraction of all optimizer steps ..."""
+    max_warmup_steps: int = 2500
+    """... but never longer than this (upstream's fixed warmup)."""
+    decay: str = "cosine"
+    """After warmup: cosine | linear | inverse_sqrt | constant."""
+    min_lr_ratio: float = 0.1
+    """Cosine and linear decay end at lr * min_lr_ratio."""
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.warmup_fraction < 1, "schedule.warmup_fraction", "must be in [0, 1)")
+        _check(self.max_warmup_steps >= 0, "schedule.max_warmup_steps", "must be >= 0")
+        _check(self.decay in DECAYS, "schedule.decay", f"must be one of {', '.join(DECAYS)}")
+        _check(0 <= self.min_lr_ratio <= 1, "schedule.min_lr_ratio", "must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    token_budget: int = 6000
+    """Most padded `speech_length + text_length` per batch (fbank frames + transcript tokens)."""
+    max_utterances_per_batch: int = 10
+    """Most utterances per batch."""
+    max_sample_tokens: int = 3500
+    """Skip utterances whose `speech_length + text_length` exceeds this (35 s of audio by default)."""
+    min_speech_frames: int = 10
+    """Skip utterances shorter than this many fbank frames (0.1 s)."""
+    sort_buffer: int = 1024
+    """Utterances sorted by length together before batching (bigger: less padding, less randomness)."""
+    num_workers: int = 2
+    """Loader processes that read audio and compute features (0: in the training process)."""
+    dither: float | None = None
+    """Training dither of the fbank frontend; null keeps the model's frontend_conf (funasr's default 1.0)."""
+
+    def __post_init__(self) -> None:
+        _check(self.token_budget > 0, "data.token_budget", "must be > 0")
+        _check(self.max_utterances_per_batch >= 1, "data.max_utterances_per_batch", "must be >= 1")
+        _check(self.max_sample_tokens > 0, "data.max_sample_tokens", "must be > 0")
+        _check(self.sort_buffer >= 1, "data.sort_buffer", "must be >= 1")
+        _check(self.num_workers >= 0, "data.num_workers", "must be >= 0")
+        _check(self.dither is None or self.dither >= 0, "data.dither", "must be >= 0 or null")
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    every_steps: int = 0
+    """Also validate (and checkpoint) every this many optimizer steps; epochs always end with one (0: epoch ends only)."""
+    max_utterances: int = 200
+    """Validate on the first this many utterances of the val jsonl (0: all of them)."""
+    batch_size: int = 16
+    """Utterances per greedy-decoding batch."""
+    max_new_tokens: int = 0
+    """Decoding bound; 0: twice the longest reference plus 10 tokens."""
+
+    def __post_init__(self) -> None:
+        _check(self.every_steps >= 0, "validation.every_steps", "must be >= 0")
+        _check(self.max_utterances >= 0, "validation.max_utterances", "must be >= 0")
+        _check(self.batch_size >= 1, "validation.batch_size", "must be >= 1")
+        _check(self.max_new_tokens >= 0, "validation.max_new_tokens", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    keep_last: int = 3
+    """Checkpoints kept besides the best ones."""
+    select: str = "best"
+    """What becomes the output model.pt: best (lowest val CER) | last | avg:K (mean of the K best)."""
+
+    def __post_init__(self) -> None:
+        _check(self.keep_last >= 1, "checkpoint.keep_last", "must be >= 1")
+        _check(re.fullmatch(r"best|last|avg:[1-9][0-9]*", self.select) is not None, "checkpoint.select", "must be best, last or avg:K")
+
+    @property
+    def average_count(self) -> int:
+        """K of `avg:K`, 1 otherwise: how many best checkpoints must be kept."""
+        return int(self.select.split(":")[1]) if self.select.startswith("avg:") else 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    trainable: tuple[str, ...] = ("adaptor",)
+    """Modules whose weights train: any of encoder, adaptor, llm. The rest stay frozen in eval mode."""
+    max_epochs: int = 10
+    """Passes over the training data."""
+    max_steps: int = 0
+    """Stop after this many optimizer steps (0: no limit besides max_epochs)."""
+    seed: int = 42
+    """Seeds weights of new layers, shuffling, dropout and the batch order."""
+    device: str = "auto"
+    """auto (CUDA if available), cpu, cuda, cuda:N."""
+    precision: str = "auto"
+    """auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32."""
+    log_every: int = 10
+    """Write a metrics line every this many optimizer steps."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+    def __post_init__(self) -> None:
+        _check(len(self.trainable) > 0, "trainable", f"must list at least one of {', '.join(MODULES)}")
+        unknown = [m for m in self.trainable if m not in MODULES]
+        _check(not unknown, "trainable", f"unknown module(s) {', '.join(unknown)}; choose from {', '.join(MODULES)}")
+        _check(self.max_epochs >= 1, "max_epochs", "must be >= 1")
+        _check(self.max_steps >= 0, "max_steps", "must be >= 0")
+        _check(self.precision in ("auto", "bf16", "fp32"), "precision", "must be auto, bf16 or fp32")
+        _check(re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", self.device) is not None, "device", "must be auto, cpu, cuda or cuda:N")
+        _check(self.log_every >= 1, "log_every", "must be >= 1")
+
+
+class _FieldError(ValueError):
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+def _check(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise _FieldError(key, message)
+
+
+def _type_name(kind: Any) -> str:
+    return getattr(kind, "__name__", str(kind).replace("typing.", ""))
+
+
+def _convert(value: Any, kind: Any, key: str) -> Any:
+    """`value` as the declared type `kind`, or a _FieldError naming `key`."""
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(kind)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _convert(value, option, key)
+            except _FieldError as error:
+                errors.append(str(error))
+        raise _FieldError(key, f"expected {' or '.join(_type_name(o) for o in options)}, got {value!r}")
+    if origin is tuple:
+        item_type = typing.get_args(kind)[0]
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise _FieldError(key, f"expected a list, got {value!r}")
+        return tuple(_convert(item, item_type, f"{key}[{index}]") for index, item in enumerate(value))
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise _FieldError(key, f"expected true or false, got {value!r}")
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise _FieldError(key, f"expected an integer, got {value!r}")
+        try:
+            return int(value)
+        except ValueError:
+            raise _FieldError(key, f"expected an integer, got {value!r}") from None
+    if kind is float:
+        if isinstance(value, bool):
+            raise _FieldError(key, f"expected a number, got {value!r}")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise _FieldError(key, f"expected a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise _FieldError(key, f"expected a finite number, got {value!r}")
+        return number
+    if kind is str:
+        if isinstance(value, (dict, list)) or value is None:
+            raise _FieldError(key, f"expected a string, got {value!r}")
+        return str(value)
+    if dataclasses.is_dataclass(kind):
+        return _build(kind, value, key)
+    raise _FieldError(key, f"unsupported field type {kind!r}")
+
+
+def _build(cls: Any, data: Any, prefix: str = "") -> Any:
+    if not isinstance(data, dict):
+        raise _FieldError(prefix or "(top level)", f"expected a mapping of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            path = f"{prefix}.{key}" if prefix else str(key)
+            close = [n for n in names if n.replace("_", "") == str(key).replace("_", "").replace("-", "")]
+            hint = f" (did you mean {close[0]}?)" if close else f"; known keys: {', '.join(sorted(names))}"
+            raise _FieldError(path, f"unknown key{hint}")
+    values = {key: _convert(value, hints[key], f"{prefix}.{key}" if prefix else key) for key, value in data.items()}
+    # __post_init__ checks name their keys in full (`optim.lr`), so their errors pass through.
+    return cls(**values)
+
+
+def config_from_dict(data: dict[str, Any], source: str) -> TrainConfig:
+    """Build a TrainConfig from plain data; errors name the key and `source`."""
+    try:
+        return _build(TrainConfig, data)
+    except _FieldError as error:
+        raise ConfigError(f"{source}: {error}") from None
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any, source: str) -> None:
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{source}: {dotted}: {part} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`optim.lr=1e-4` -> ("optim.lr", "1e-4" as YAML reads it); types are checked by the schema."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key=value (e.g. optim.lr=1e-4)")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", key):
+        raise ConfigError(f"override {text!r}: {key!r} is not a config key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:  # type: ignore[assignment]
+    """Read a profile YAML (or the defaults when `path` is None) and apply `key=value` overrides."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: profile file not found") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{path}: cannot read ({error})") from None
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML ({error})") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+        data = loaded
+        config_from_dict(data, source)  # the file alone must be valid, so errors blame the file
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(data, key, value, f"override {text!r}")
+        try:
+            _build(TrainConfig, data)
+        except _FieldError as error:
+            raise ConfigError(f"override {text!r}: {error}") from None
+    return config_from_dict(data, source)
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """Plain data (tuples as lists) for writing the resolved config."""
+    result: dict[str, Any] = {}
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        if dataclasses.is_dataclass(value):
+            value = config_to_dict(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        result[item.name] = value
+    return result
+
+
+def dump_config(config: TrainConfig) -> str:
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True)
+
+
+def field_docs(cls: Any = TrainConfig, prefix: str = "") -> dict[str, str]:
+    """`dotted.key -> one-line doc` from the string literal under each field (for help texts)."""
+    import ast
+    import inspect
+
+    docs: dict[str, str] = {}
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    for node, following in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            if isinstance(following, ast.Expr) and isinstance(getattr(following, "value", None), ast.Constant):
+                docs[prefix + node.target.id] = str(following.value.value)
+    for item in dataclasses.fields(cls):
+        kind = typing.get_type_hints(cls)[item.name]
+        if dataclasses.is_dataclass(kind):
+            docs.update(field_docs(kind, f"{prefix}{item.name}."))
+    return docs

@@ -1,0 +1,719 @@
+"""The fine-tuning recipe: setup -> fit -> finish, as plain functions over a small TrainState.
+
+`run_training(request)` is the one entry point (the CLI calls it). It builds the model with the
+shared builder, freezes what the profile does not train (frozen modules stay in eval mode and
+out of the optimizer), reads the data, and either prints a dry-run report or trains: AdamW over
+trainable parameters, gradient accumulation, clipping, warmup scaled to the run length then
+decay, bf16 autocast on CUDA / fp32 on CPU, validation loss + CER by batched greedy decoding,
+atomic checkpoints, `metrics.jsonl`, and an output directory usable as a model directory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.markup import escape
+
+from speechft import console
+from speechft.errors import ConfigError, InputError
+from speechft.model.build import ModelBundle, build_frontend, load_model, module_of
+from speechft.model.inputs import IGNORE_INDEX, embed_inputs
+from speechft.train import checkpoint as ckpt
+from speechft.train.config import TrainConfig, dump_config
+from speechft.train.data import (
+    Batch,
+    Sample,
+    Skip,
+    SpeechDataset,
+    TokenBatchSampler,
+    TrainSource,
+    Utterance,
+    collate,
+    filter_lengths,
+    make_loader,
+    read_manifest,
+)
+
+MODULE_ATTRIBUTES = {"encoder": "audio_encoder", "adaptor": "audio_adaptor", "llm": "llm"}
+RESOLVED_CONFIG = "train_config.yaml"
+METRICS_FILE = "metrics.jsonl"
+SKIPPED_FILE = "skipped.jsonl"
+PROMPT_FILE = "prompt.json"
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """Everything one run needs; built by the CLI from its options and the profile."""
+
+    model_dir: Path
+    train: tuple[TrainSource, ...]
+    output_dir: Path
+    config: TrainConfig
+    val: Path | None = None
+    profile: str = "custom"
+    dry_run: bool = False
+    resume: str = "off"  # off | auto | path to a checkpoint folder
+    allow_missing: bool = False
+    show_progress: bool = True
+
+
+@dataclass
+class TrainState:
+    """Counters that, with model/optimizer/scheduler/RNG state, make a run resumable."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    audio_seconds: float = 0.0
+    skipped_samples: int = 0  # distinct utterances skipped (a bad file fails again every epoch)
+    skipped_keys: list[str] = field(default_factory=list)
+    nonfinite_steps: int = 0
+    last_validated_step: int = -1
+
+
+@dataclass
+class ModuleCount:
+    trainable: int = 0
+    frozen: int = 0
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    steps: int
+    final_loss: float | None
+    best_val_cer: float | None
+    selected: list[str]
+    skipped_samples: int
+    seconds: float
+
+
+@dataclass
+class DryRunReport:
+    config_yaml: str
+    modules: dict[str, ModuleCount]
+    utterances: int
+    hours: float
+    batches_per_epoch: int
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    token_budget: int
+    device: str
+    precision: str
+    peak_memory_bytes: int
+    memory_note: str
+    skipped: int = 0
+    val_utterances: int = 0
+
+
+# ---------------------------------------------------------------------------------------- setup
+
+
+def resolve_device(config: TrainConfig) -> tuple[Any, Any]:
+    """(device, autocast dtype or None). bf16 autocast on CUDA by default, fp32 on CPU."""
+    import torch
+
+    name = config.device
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device: {config.device} requested but CUDA is not available")
+    device = torch.device(name)
+    precision = config.precision
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    if precision == "bf16" and device.type == "cpu":
+        raise ConfigError("precision: bf16 autocast is for CUDA; use fp32 on CPU")
+    return device, (torch.bfloat16 if precision == "bf16" else None)
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def apply_trainable(model: Any, trainable: Sequence[str]) -> dict[str, ModuleCount]:
+    """Set `requires_grad` by module (the CTC head never trains); count parameters per module."""
+    counts: dict[str, ModuleCount] = {}
+    for name, parameter in model.named_parameters():
+        module = module_of(name)
+        parameter.requires_grad = module in trainable
+        count = counts.setdefault(module, ModuleCount())
+        if parameter.requires_grad:
+            count.trainable += parameter.numel()
+        else:
+            count.frozen += parameter.numel()
+    return counts
+
+
+def set_train_mode(model: Any, trainable: Sequence[str]) -> None:
+    """Dropout on only where weights train: `model.train()` would also wake the frozen modules."""
+    model.eval()
+    for name in trainable:
+        getattr(model, MODULE_ATTRIBUTES[name]).train()
+
+
+def lr_factor(step: int, *, warmup_steps: int, total_steps: int, decay: str, min_ratio: float) -> float:
+    """Multiplier of the peak lr after `step` optimizer steps: linear warmup, then `decay`."""
+    if warmup_steps and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if decay == "constant":
+        return 1.0
+    if decay == "inverse_sqrt":
+        return math.sqrt(max(warmup_steps, 1) / max(step + 1, 1))
+    span = max(total_steps - warmup_steps, 1)
+    progress = min(max(step - warmup_steps, 0) / span, 1.0)
+    if decay == "linear":
+        return 1.0 - (1.0 - min_ratio) * progress
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def warmup_steps_for(config: TrainConfig, total_steps: int) -> int:
+    """Warmup scaled to the run: a fraction of all steps, at most upstream's fixed count."""
+    return min(config.schedule.max_warmup_steps, int(round(config.schedule.warmup_fraction * total_steps)))
+
+
+def make_optimizer(model: Any, config: TrainConfig, total_steps: int) -> tuple[Any, Any]:
+    import torch
+
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        parameters, lr=config.optim.lr, betas=tuple(config.optim.betas), weight_decay=config.optim.weight_decay
+    )
+    warmup = warmup_steps_for(config, total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: lr_factor(
+            step, warmup_steps=warmup, total_steps=total_steps, decay=config.schedule.decay, min_ratio=config.schedule.min_lr_ratio
+        ),
+    )
+    return optimizer, scheduler
+
+
+@dataclass
+class TrainData:
+    dataset: SpeechDataset
+    sampler: TokenBatchSampler
+    val_samples: list[Sample]
+    val_from_train: bool
+    skipped: list[Skip] = field(default_factory=list)
+    hours: float = 0.0
+
+
+def _read_sources(sources: Sequence[TrainSource], tokenizer: Any, config: TrainConfig) -> tuple[list[Utterance], list[list[int]], list[float], list[Skip]]:
+    utterances: list[Utterance] = []
+    groups: list[list[int]] = []
+    weights: list[float] = []
+    skipped: list[Skip] = []
+    for source in sources:
+        read, bad = read_manifest(source.path, tokenizer)
+        kept, too_long = filter_lengths(read, max_sample_tokens=config.data.max_sample_tokens, min_speech_frames=config.data.min_speech_frames)
+        skipped += bad + too_long
+        if not kept:
+            raise InputError(f"{source.path}: every line was skipped ({len(bad)} unusable, {len(too_long)} outside the length limits)")
+        groups.append(list(range(len(utterances), len(utterances) + len(kept))))
+        weights.append(source.weight)
+        utterances += kept
+    return utterances, groups, weights, skipped
+
+
+def prepare_data(request: TrainRequest, bundle: ModelBundle) -> TrainData:
+    """Manifests -> training dataset + sampler, and the fixed validation samples (features at dither 0)."""
+    config = request.config
+    utterances, groups, weights, skipped = _read_sources(request.train, bundle.tokenizer, config)
+    train_frontend = build_frontend(bundle.config, dither=config.data.dither)
+    dataset = SpeechDataset(utterances, bundle.tokenizer, train_frontend)
+    sampler = TokenBatchSampler(
+        [u.batch_tokens for u in utterances],
+        token_budget=config.data.token_budget,
+        max_utterances=config.data.max_utterances_per_batch,
+        sort_buffer=config.data.sort_buffer,
+        seed=config.seed,
+        groups=groups,
+        weights=weights,
+    )
+    limit = config.validation.max_utterances or None
+    if request.val is not None:
+        val_utterances, val_skipped = read_manifest(request.val, bundle.tokenizer)
+        skipped += val_skipped
+        val_from_train = False
+    else:
+        val_utterances, val_from_train = utterances, True
+    val_dataset = SpeechDataset(val_utterances[:limit], bundle.tokenizer, bundle.frontend)
+    val_samples: list[Sample] = []
+    for index in range(len(val_dataset)):
+        item = val_dataset[index]
+        if isinstance(item, Skip):
+            skipped.append(item)
+        else:
+            val_samples.append(item)
+    hours = sum(u.seconds for u in utterances) / 3600.0
+    return TrainData(dataset, sampler, val_samples, val_from_train, skipped, hours)
+
+
+# ------------------------------------------------------------------------------------- the step
+
+
+def batch_loss_sum(model: Any, batch: Batch, device: Any, autocast_dtype: Any, *, track_grad: bool) -> Any:
+    """Summed cross-entropy over the batch's target tokens (transcript + <|im_end|>).
+
+    Logits are computed only at target positions: the full (batch, seq, vocab) tensor of a
+    150k-token vocabulary would dominate memory for nothing.
+    """
+    import torch
+    import torch.nn.functional as functional
+
+    input_ids = batch.input_ids.to(device)
+    attention_mask = batch.attention_mask.to(device)
+    labels = batch.labels.to(device)
+    with torch.autocast(device_type=device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+        embeds = embed_inputs(
+            model,
+            input_ids,
+            batch.speech.to(device),
+            batch.speech_lengths.to(device),
+            batch.audio_starts,
+            batch.audio_token_counts,
+            track_grad=track_grad,
+        )
+        hidden = model.llm.model(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
+        targets = labels[:, 1:]
+        keep = targets != IGNORE_INDEX
+        logits = model.llm.get_output_embeddings()(hidden[:, :-1][keep])
+    return functional.cross_entropy(logits.float(), targets[keep], reduction="sum")
+
+
+@dataclass
+class StepStats:
+    loss: float
+    grad_norm: float
+    lr: float
+    audio_seconds: float
+    padding_fraction: float
+    skipped: bool = False
+
+
+def train_step(model: Any, optimizer: Any, scheduler: Any, batches: Sequence[Batch], config: TrainConfig, device: Any, autocast_dtype: Any) -> StepStats:
+    """One optimizer step over `batches` (the accumulation group)."""
+    import torch
+
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    # Normalise by every target token of the step, so accumulation equals one big batch.
+    target_tokens = max(sum(b.target_tokens for b in batches), 1)
+    loss_value = 0.0
+    for batch in batches:
+        loss = batch_loss_sum(model, batch, device, autocast_dtype, track_grad=True) / target_tokens
+        loss.backward()
+        loss_value += float(loss.detach())
+    lr = optimizer.param_groups[0]["lr"]
+    # The order matters and lives here: (unscale: none needed, bf16 autocast keeps fp32 gradients)
+    # -> clip -> step -> zero_grad -> schedule.
+    max_norm = config.optim.grad_clip if config.optim.grad_clip > 0 else math.inf
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(parameters, max_norm))
+    finite = math.isfinite(grad_norm) and math.isfinite(loss_value)
+    if finite:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    scheduler.step()
+    padding = sum(b.padding_fraction * len(b) for b in batches) / max(sum(len(b) for b in batches), 1)
+    return StepStats(loss_value, grad_norm, lr, sum(b.seconds for b in batches), padding, skipped=not finite)
+
+
+# ----------------------------------------------------------------------------------- validation
+
+
+def character_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> float:
+    """Edit distance over characters, whitespace ignored, divided by reference characters."""
+    from rapidfuzz.distance import Levenshtein
+
+    errors = total = 0
+    for reference, hypothesis in zip(references, hypotheses):
+        reference_chars = "".join(reference.split())
+        errors += Levenshtein.distance(reference_chars, "".join(hypothesis.split()))
+        total += len(reference_chars)
+    return errors / max(total, 1)
+
+
+@dataclass
+class Validation:
+    loss: float
+    cer: float
+    examples: list[tuple[str, str, str]]  # key, reference, hypothesis
+
+
+def validate(model: Any, bundle: ModelBundle, samples: Sequence[Sample], config: TrainConfig, device: Any, autocast_dtype: Any) -> Validation:
+    """Teacher-forced loss and greedy-decoding CER on the fixed validation samples."""
+    import torch
+
+    from speechft.model.generate import greedy_decode
+
+    model.eval()
+    loss_sum = 0.0
+    tokens = 0
+    hypotheses: list[str] = []
+    ordered = sorted(range(len(samples)), key=lambda i: int(samples[i].features.shape[0]))
+    size = config.validation.batch_size
+    for begin in range(0, len(ordered), size):
+        chunk = [samples[i] for i in ordered[begin : begin + size]]
+        batch = collate(chunk)
+        with torch.no_grad():
+            loss_sum += float(batch_loss_sum(model, batch, device, autocast_dtype, track_grad=False))
+        tokens += batch.target_tokens
+        bound = config.validation.max_new_tokens or 2 * max(sum(1 for x in s.labels if x != IGNORE_INDEX) for s in chunk) + 10
+        hypotheses += greedy_decode(
+            bundle, [], [s.prompt for s in chunk], system=[s.system for s in chunk], max_new_tokens=bound, features=[s.features for s in chunk]
+        )
+    references = [samples[i].text for i in ordered]
+    keys = [samples[i].key for i in ordered]
+    return Validation(loss_sum / max(tokens, 1), character_error_rate(references, hypotheses), list(zip(keys, references, hypotheses)))
+
+
+# -------------------------------------------------------------------------------------- helpers
+
+
+class MetricsWriter:
+    """Appends one JSON object per line to metrics.jsonl, flushed each time (tail -f friendly)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.handle = path.open("a", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.handle.flush()
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def record_skips(output_dir: Path, skips: Sequence[Skip], step: int) -> None:
+    if not skips:
+        return
+    with (output_dir / SKIPPED_FILE).open("a", encoding="utf-8") as handle:
+        for skip in skips:
+            handle.write(json.dumps({"key": skip.key, "reason": skip.reason, "where": skip.where, "step": step}, ensure_ascii=False) + "\n")
+
+
+def _take(iterator: Iterator[Batch], count: int) -> list[Batch]:
+    group = []
+    for batch in iterator:
+        group.append(batch)
+        if len(group) == count:
+            break
+    return group
+
+
+def estimate_peak_memory(model: Any, counts: dict[str, ModuleCount], sampler: TokenBatchSampler, dataset: SpeechDataset, autocast_dtype: Any, trainable: Sequence[str]) -> tuple[int, str]:
+    """A rough upper estimate of peak training memory for the worst batch of epoch 0."""
+    total_parameters = sum(c.trainable + c.frozen for c in counts.values())
+    trainable_parameters = sum(c.trainable for c in counts.values())
+    # fp32 weights; fp32 gradients and two AdamW moments for what trains.
+    static = total_parameters * 4 + trainable_parameters * (4 + 8)
+    llm_config = model.llm.config
+    hidden, layers, vocab = llm_config.hidden_size, llm_config.num_hidden_layers, llm_config.vocab_size
+    encoder_dim = model.audio_encoder.output_size()
+    encoder_layers = len(model.audio_encoder.encoders) + len(model.audio_encoder.encoders0) + len(model.audio_encoder.tp_encoders)
+    activation_bytes = 2 if autocast_dtype is not None else 4
+    worst = 0
+    for batch in sampler.epoch_batches(0):
+        utterances = [dataset.utterances[i] for i in batch]
+        frames = max(u.speech_frames for u in utterances) // 6 + 1
+        llm_tokens = max(40 + u.speech_frames // 48 + 1 + u.text_tokens for u in utterances)
+        count = len(batch)
+        # Rule of thumb: ~17 stored values per hidden unit per token per layer (attention + MLP).
+        llm = count * llm_tokens * hidden * layers * 17 * activation_bytes
+        encoder = count * frames * encoder_dim * encoder_layers * 17 * activation_bytes if "encoder" in trainable else 0
+        logits = sum(u.text_tokens + 1 for u in utterances) * vocab * 4 * 3
+        worst = max(worst, llm + encoder + logits)
+    note = "rough: fp32 weights + fp32 grads/AdamW moments of trainable params + activations of the worst batch"
+    return static + worst, note
+
+
+def _format_bytes(count: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if count < 1024 or unit == "TiB":
+            return f"{count:.1f} {unit}" if unit != "B" else f"{count} B"
+        count /= 1024  # type: ignore[assignment]
+    return f"{count} B"
+
+
+def render_dry_run(report: DryRunReport) -> None:
+    from rich.table import Table
+
+    out = console.out
+    out.print("[bold]resolved config[/]")
+    out.print(report.config_yaml.rstrip(), markup=False)
+    table = Table(title="parameters per module", show_lines=False)
+    table.add_column("module")
+    table.add_column("trainable", justify="right")
+    table.add_column("frozen", justify="right")
+    for name in ("encoder", "adaptor", "llm", "ctc", "other"):
+        if name in report.modules:
+            count = report.modules[name]
+            table.add_row(name, f"{count.trainable:,}", f"{count.frozen:,}")
+    total_trainable = sum(c.trainable for c in report.modules.values())
+    total_frozen = sum(c.frozen for c in report.modules.values())
+    table.add_row("[bold]total[/]", f"{total_trainable:,}", f"{total_frozen:,}")
+    out.print(table)
+    out.print(f"training utterances: {report.utterances} ({report.hours:.2f} h), skipped lines: {report.skipped}, validation utterances: {report.val_utterances}")
+    out.print(f"token budget: {report.token_budget} (padded speech_length + text_length per batch)")
+    out.print(f"batches per epoch: {report.batches_per_epoch}, optimizer steps per epoch: {report.steps_per_epoch}, total steps: {report.total_steps}, warmup steps: {report.warmup_steps}")
+    out.print(f"device: {report.device}, precision: {report.precision}")
+    out.print(f"peak memory estimate: {_format_bytes(report.peak_memory_bytes)} ({report.memory_note})")
+    out.print("dry run: nothing was trained")
+
+
+def _write_curves(output_dir: Path) -> Path | None:
+    """loss/CER curves as PNG when matplotlib is installed (it is optional)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    records = [json.loads(line) for line in (output_dir / METRICS_FILE).read_text(encoding="utf-8").splitlines() if line.strip()]
+    train = [(r["step"], r["loss"]) for r in records if r.get("kind") == "train"]
+    val = [(r["step"], r["val_loss"], r["val_cer"]) for r in records if r.get("kind") == "validation"]
+    figure, (loss_axis, cer_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    if train:
+        loss_axis.plot(*zip(*train), label="train loss")
+    if val:
+        loss_axis.plot([v[0] for v in val], [v[1] for v in val], "o-", label="val loss")
+        cer_axis.plot([v[0] for v in val], [100 * v[2] for v in val], "o-", label="val CER %")
+    loss_axis.set_xlabel("step")
+    cer_axis.set_xlabel("step")
+    loss_axis.legend()
+    cer_axis.legend()
+    path = output_dir / "curves.png"
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    return path
+
+
+def _copy_prompt_policy(request: TrainRequest) -> None:
+    """Keep the prompt the data was written with beside the model: decoding must use the same one."""
+    for source in request.train:
+        name = source.path.name
+        stem = name[: -len(".jsonl")] if name.endswith(".jsonl") else name
+        sidecar = source.path.with_name(f"{stem}.prompt.json")
+        if sidecar.exists():
+            shutil.copy2(sidecar, request.output_dir / PROMPT_FILE)
+            return
+
+
+def _full_state(model: Any, bundle: ModelBundle, selected: dict[str, Any]) -> dict[str, Any]:
+    """Every weight: frozen ones as the base file stored them, trained ones from the selection."""
+    state = {}
+    for name, tensor in model.state_dict().items():
+        value = selected.get(name, tensor).detach().to("cpu")
+        if name not in selected and name in bundle.weight_dtypes:
+            value = value.to(bundle.weight_dtypes[name])
+        state[name] = value.contiguous().clone()
+    return state
+
+
+# ------------------------------------------------------------------------------------ the recipe
+
+
+def _resume_path(request: TrainRequest) -> Path | None:
+    if request.resume == "off":
+        return None
+    if request.resume == "auto":
+        found = ckpt.list_checkpoints(request.output_dir)
+        return found[-1].path if found else None
+    path = Path(request.resume)
+    if not (path / ckpt.STATE_FILE).exists():
+        raise InputError(f"--resume {path}: not a checkpoint folder (no {ckpt.STATE_FILE})")
+    return path
+
+
+def run_training(request: TrainRequest) -> TrainResult | DryRunReport:
+    """Train (or, with `dry_run`, only report on) one fine-tuning run."""
+    started = time.monotonic()
+    config = request.config
+    device, autocast_dtype = resolve_device(config)
+    seed_everything(config.seed)
+    bundle = load_model(request.model_dir, device=str(device), allow_missing=request.allow_missing)
+    model = bundle.model
+    counts = apply_trainable(model, config.trainable)
+    data = prepare_data(request, bundle)
+    batches_per_epoch = len(data.sampler.epoch_batches(0))
+    if batches_per_epoch == 0:
+        raise InputError("no training batches: check data.token_budget against the utterance lengths")
+    steps_per_epoch = math.ceil(batches_per_epoch / config.optim.grad_accum_steps)
+    total_steps = steps_per_epoch * config.max_epochs
+    if config.max_steps:
+        total_steps = min(total_steps, config.max_steps)
+    if request.dry_run:
+        peak, note = estimate_peak_memory(model, counts, data.sampler, data.dataset, autocast_dtype, config.trainable)
+        report = DryRunReport(
+            config_yaml=dump_config(config),
+            modules=counts,
+            utterances=len(data.dataset),
+            hours=data.hours,
+            batches_per_epoch=batches_per_epoch,
+            steps_per_epoch=steps_per_epoch,
+            total_steps=total_steps,
+            warmup_steps=warmup_steps_for(config, total_steps),
+            token_budget=config.data.token_budget,
+            device=str(device),
+            precision="bf16 autocast" if autocast_dtype is not None else "fp32",
+            peak_memory_bytes=peak,
+            memory_note=note,
+            skipped=len(data.skipped),
+            val_utterances=len(data.val_samples),
+        )
+        render_dry_run(report)
+        return report
+
+    output_dir = request.output_dir
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / RESOLVED_CONFIG).write_text(
+        f"# resolved training config (profile: {request.profile}); rerun with --profile {output_dir / RESOLVED_CONFIG}\n" + dump_config(config),
+        encoding="utf-8",
+    )
+    record_skips(output_dir, data.skipped, 0)
+    if data.skipped:
+        console.err.print(f"[yellow]skipped {len(data.skipped)} lines/utterances before training[/] (reasons in {output_dir / SKIPPED_FILE})")
+    optimizer, scheduler = make_optimizer(model, config, total_steps)
+    state = TrainState(skipped_samples=len(data.skipped))
+    resume_from = _resume_path(request)
+    if resume_from is not None:
+        saved = ckpt.load_checkpoint(resume_from, model=model, optimizer=optimizer, scheduler=scheduler)
+        state = TrainState(**saved["train_state"])
+        ckpt.restore_rng_state(saved["rng"])
+        console.err.print(f"resumed from {resume_from} at step {state.step}")
+    metrics = MetricsWriter(output_dir / METRICS_FILE)
+    try:
+        last_loss = fit(request, bundle, data, optimizer, scheduler, state, metrics, total_steps, device, autocast_dtype)
+    finally:
+        metrics.close()
+    return finish(request, bundle, state, last_loss, started)
+
+
+def _validate_and_checkpoint(request: TrainRequest, bundle: ModelBundle, data: TrainData, optimizer: Any, scheduler: Any, state: TrainState, metrics: MetricsWriter, device: Any, autocast_dtype: Any) -> Validation | None:
+    config = request.config
+    result = validate(bundle.model, bundle, data.val_samples, config, device, autocast_dtype) if data.val_samples else None
+    set_train_mode(bundle.model, config.trainable)
+    if result is not None:
+        metrics.write({"kind": "validation", "step": state.step, "epoch": state.epoch, "val_loss": result.loss, "val_cer": result.cer, "val_utterances": len(data.val_samples), "val_from_train": data.val_from_train})
+    state.last_validated_step = state.step
+    ckpt.save_checkpoint(
+        request.output_dir,
+        state.step,
+        model=bundle.model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        train_state=asdict(state),
+        sampler_state=data.sampler.state_dict() | {"start": state.batch_in_epoch},
+        val_cer=result.cer if result else None,
+        val_loss=result.loss if result else None,
+    )
+    ckpt.prune_checkpoints(request.output_dir, keep_last=config.checkpoint.keep_last, keep_best=config.checkpoint.average_count)
+    return result
+
+
+def _progress(request: TrainRequest) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("epoch {task.fields[epoch]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[stats]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console.err,
+        disable=not request.show_progress,
+        transient=False,
+    )
+
+
+def fit(request: TrainRequest, bundle: ModelBundle, data: TrainData, optimizer: Any, scheduler: Any, state: TrainState, metrics: MetricsWriter, total_steps: int, device: Any, autocast_dtype: Any) -> float | None:
+    """The loop: epochs of accumulation groups; validate + checkpoint every N steps and per epoch."""
+    config = request.config
+    model = bundle.model
+    set_train_mode(model, config.trainable)
+    last_loss: float | None = None
+    window_seconds, window_start = 0.0, time.monotonic()
+    with _progress(request) as progress:
+        task = progress.add_task("train", total=total_steps, completed=state.step, epoch=state.epoch + 1, stats="")
+        while state.epoch < config.max_epochs and state.step < total_steps:
+            data.sampler.set_epoch(state.epoch, start=state.batch_in_epoch)
+            batches = iter(make_loader(data.dataset, data.sampler, config.data.num_workers))
+            while state.step < total_steps:
+                group = _take(batches, config.optim.grad_accum_steps)
+                if not group:
+                    break
+                state.batch_in_epoch += len(group)
+                skips = [s for b in group for s in b.skipped if s.key not in state.skipped_keys]
+                if skips:
+                    state.skipped_keys += [s.key for s in skips]
+                    state.skipped_samples += len(skips)
+                    record_skips(request.output_dir, skips, state.step)
+                    for skip in skips:
+                        console.err.print(f"[yellow]skipped[/] {escape(skip.key)}: {escape(skip.reason)}", highlight=False)
+                usable = [b for b in group if len(b)]
+                if not usable:
+                    continue
+                stats = train_step(model, optimizer, scheduler, usable, config, device, autocast_dtype)
+                state.step += 1
+                state.audio_seconds += stats.audio_seconds
+                window_seconds += stats.audio_seconds
+                if stats.skipped:
+                    state.nonfinite_steps += 1
+                    console.err.print(f"[yellow]step {state.step}: non-finite loss or gradient, update skipped[/]")
+                last_loss = stats.loss
+                rate = window_seconds / max(time.monotonic() - window_start, 1e-9)
+                progress.update(task, completed=state.step, epoch=state.epoch + 1, stats=f"loss {stats.loss:.3f}  lr {stats.lr:.2e}  {rate:.0f} audio-s/s  pad {stats.padding_fraction:.0%}")
+                if state.step % config.log_every == 0 or state.step == 1:
+                    metrics.write({"kind": "train", "step": state.step, "epoch": state.epoch, "loss": stats.loss, "lr": stats.lr, "grad_norm": stats.grad_norm, "audio_seconds_per_second": rate, "padding_fraction": stats.padding_fraction, "elapsed_s": time.monotonic() - window_start, "skipped_samples": state.skipped_samples})
+                if config.validation.every_steps and state.step % config.validation.every_steps == 0:
+                    _validate_and_checkpoint(request, bundle, data, optimizer, scheduler, state, metrics, device, autocast_dtype)
+            if state.step >= total_steps and state.batch_in_epoch < len(data.sampler.epoch_batches(state.epoch)):
+                break  # stopped by max_steps inside the epoch; the counters say where
+            state.epoch += 1
+            state.batch_in_epoch = 0
+            if state.last_validated_step != state.step:
+                result = _validate_and_checkpoint(request, bundle, data, optimizer, scheduler, state, metrics, device, autocast_dtype)
+                if result is not None:
+                    console.err.print(f"epoch {state.epoch}: step {state.step}, val loss {result.loss:.3f}, val CER {result.cer:.2%}")
+        if state.last_validated_step != state.step:
+            _validate_and_checkpoint(request, bundle, data, optimizer, scheduler, state, metrics, device, autocast_dtype)
+    return last_loss
+
+
+def finish(request: TrainRequest, bundle: ModelBundle, state: TrainState, last_loss: float | None, started: float) -> TrainResult:
+    """Write model.pt from the selected checkpoint(s) and the rest of the model directory."""
+    config = request.config
+    weights, chosen = ckpt.selected_weights(request.output_dir, config.checkpoint.select)
+    ckpt.write_model_dir(request.output_dir, bundle.model_dir, _full_state(bundle.model, bundle, weights))
+    _copy_prompt_policy(request)
+    _write_curves(request.output_dir)
+    best = [c.val_cer for c in chosen if c.val_cer is not None]
+    summary = TrainResult(
+        output_dir=request.output_dir,
+        steps=state.step,
+        final_loss=last_loss,
+        best_val_cer=min(best) if best else None,
+        selected=[c.path.name for c in chosen],
+        skipped_samples=state.skipped_samples,
+        seconds=time.monotonic() - started,
+    )
+    (request.output_dir / "train_summary.json").write_text(json.dumps({**asdict(summary), "output_dir": str(summary.output_dir)}, indent=2) + "\n", encoding="utf-8")
+    return summary
