@@ -5,7 +5,7 @@
 
 `--compare-python` is a Python with `compute-wer` and `jiwer` installed (a separate virtualenv:
 neither is a speechft dependency). Every tool runs as its own process on the same two files and
-is timed wall-clock, start-up included; each writes its report the way a user would run it
+is timed wall-clock and in CPU seconds, start-up included; each writes its report the way a user would run it
 (speechft and compute-wer write the per-utterance report file; jiwer computes the totals).
 
 The input is generated deterministically: N utterance pairs of 15-25 Chinese characters, written
@@ -18,10 +18,12 @@ from __future__ import annotations
 import argparse
 import random
 import re
+import resource
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 COMPUTE_WER_SCRIPT = "import sys; from compute_wer.cli import main; sys.argv[0] = 'compute-wer'; main()"
@@ -82,14 +84,29 @@ def generate(directory: Path, utterances: int, seed: int) -> tuple[Path, Path]:
     return reference_path, hypothesis_path
 
 
-def timed(command: list[str]) -> tuple[float, str]:
-    """Run a command; return its wall seconds and stdout; a failure stops the benchmark."""
+@dataclass(frozen=True)
+class Run:
+    wall_s: float
+    cpu_s: float
+    """User + system CPU seconds of the child: less sensitive than wall time to a busy machine."""
+    stdout: str
+
+
+def timed(command: list[str]) -> Run:
+    """Run a command and time it; a failure stops the benchmark."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, check=False)
-    elapsed_s = time.perf_counter() - start
+    wall_s = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
         sys.exit(f"{command[0]} failed ({result.returncode}):\n{result.stderr[-2000:]}")
-    return elapsed_s, result.stdout
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Run(wall_s, cpu_s, result.stdout)
+
+
+def fastest(command: list[str], repeat: int) -> Run:
+    return min((timed(command) for _ in range(repeat)), key=lambda run: run.wall_s)
 
 
 def overall_totals(report: Path) -> tuple[int, int]:
@@ -105,7 +122,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--utterances", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeat", type=int, default=1, help="runs per tool; the fastest counts")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per tool; the fastest (wall) counts")
     parser.add_argument("--compare-python", help="a Python with compute-wer and jiwer installed")
     parser.add_argument("--workdir", type=Path, help="where to write the inputs and reports (default: a temp dir)")
     arguments = parser.parse_args()
@@ -116,11 +133,11 @@ def main() -> None:
         reference, hypothesis = generate(directory, arguments.utterances, arguments.seed)
         print(f"{arguments.utterances} utterance pairs in {directory}")
 
-        runs: dict[str, float] = {}
+        runs: dict[str, Run] = {}
         speechft_report = directory / "speechft.cer.txt"
         command = [sys.executable, "-m", "speechft", "score", str(reference), str(hypothesis)]
         command += ["-o", str(speechft_report), "--worst", "0"]
-        runs["speechft"] = min(timed(command)[0] for _ in range(arguments.repeat))
+        runs["speechft"] = fastest(command, arguments.repeat)
         speechft_totals = overall_totals(speechft_report)
 
         agree: dict[str, bool] = {}
@@ -128,26 +145,24 @@ def main() -> None:
             compute_wer_report = directory / "compute-wer.cer.txt"
             command = [arguments.compare_python, "-c", COMPUTE_WER_SCRIPT, str(reference), str(hypothesis)]
             command.append(str(compute_wer_report))
-            runs["compute-wer"] = min(timed(command)[0] for _ in range(arguments.repeat))
+            runs["compute-wer"] = fastest(command, arguments.repeat)
             agree["compute-wer"] = overall_totals(compute_wer_report) == speechft_totals
 
-            jiwer_times = []
-            for _ in range(arguments.repeat):
-                elapsed_s, output = timed([arguments.compare_python, "-c", JIWER_SCRIPT, str(reference), str(hypothesis)])
-                jiwer_times.append(elapsed_s)
-            runs["jiwer"] = min(jiwer_times)
-            match = JIWER_TOTALS.search(output)
+            command = [arguments.compare_python, "-c", JIWER_SCRIPT, str(reference), str(hypothesis)]
+            runs["jiwer"] = fastest(command, arguments.repeat)
+            match = JIWER_TOTALS.search(runs["jiwer"].stdout)
             if match is None:
-                sys.exit(f"jiwer printed no totals: {output!r}")
+                sys.exit(f"jiwer printed no totals: {runs['jiwer'].stdout!r}")
             length, substitutions, deletions, insertions = (int(group) for group in match.groups())
             agree["jiwer"] = (length, substitutions + deletions + insertions) == speechft_totals
 
         print(f"speechft Overall: N={speechft_totals[0]} S+D+I={speechft_totals[1]}")
-        print(f"{'tool':<12} {'wall s':>8} {'x speechft':>11}  totals agree (N, S+D+I)")
-        for tool, elapsed_s in runs.items():
-            ratio = elapsed_s / runs["speechft"]
+        print(f"{'tool':<12} {'wall s':>8} {'x speechft':>11} {'cpu s':>8} {'x speechft':>11}  totals agree (N, S+D+I)")
+        for tool, run in runs.items():
+            wall_ratio = run.wall_s / runs["speechft"].wall_s
+            cpu_ratio = run.cpu_s / runs["speechft"].cpu_s
             agreement = "-" if tool == "speechft" else ("yes" if agree[tool] else "NO")
-            print(f"{tool:<12} {elapsed_s:>8.2f} {ratio:>10.1f}x  {agreement}")
+            print(f"{tool:<12} {run.wall_s:>8.2f} {wall_ratio:>10.1f}x {run.cpu_s:>8.2f} {cpu_ratio:>10.1f}x  {agreement}")
 
 
 if __name__ == "__main__":

@@ -267,5 +267,23 @@ def _character_columns(reference: str, hypothesis: str, edits: Sequence[EditOper
 def _spaced_lines(columns: Sequence[str]) -> list[str]:
     # Space every column of every line at once: join the lines with newlines, put a space between
     # all characters, take back the spaces next to the newlines, then fill in the placeholders.
-    spaced = " ".join("\n".join(columns)).replace(" \n", "\n").replace("\n ", "\n")
+    text = "\n".join(columns)
+    spaced = _space_out(text) if len(text) > 1 else text
+    spaced = spaced.replace(" \n", "\n").replace("\n ", "\n")
     return spaced.replace("\x01", " ").replace("\x02", "  ").replace(_PAD, "").split("\n")
+
+
+# Below this many characters str.join is quick enough and numpy need not be imported.
+_NUMPY_FROM = 200_000
+
+
+def _space_out(text: str) -> str:
+    """`" ".join(text)`; large texts go through numpy, as joining makes one object per character."""
+    if len(text) < _NUMPY_FROM:
+        return " ".join(text)
+    import numpy
+
+    codes = numpy.frombuffer(text.encode("utf-32-le"), dtype=numpy.uint32)
+    spaced = numpy.full(2 * len(codes) - 1, ord(" "), dtype=numpy.uint32)
+    spaced[0::2] = codes
+    return spaced.tobytes().decode("utf-32-le")

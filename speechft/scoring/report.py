@@ -12,10 +12,11 @@ Differences from the guide's ``compute-wer`` (its defects, fixed on purpose):
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import heapq
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -142,12 +143,18 @@ def score_transcripts(
     by_character: bool = False,
 ) -> SystemScore:
     """Score every reference utterance, in reference order, against its hypothesis."""
-    # Hundreds of thousands of small result objects would make the cyclic garbage collector
-    # rescan the heap again and again; nothing made here forms a cycle.
+    with _collector_paused():
+        return _score_transcripts(references, hypotheses, name=name, by_character=by_character)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    # Hundreds of thousands of small objects would make the cyclic garbage collector rescan the
+    # heap again and again; nothing made while scoring or writing forms a cycle.
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _score_transcripts(references, hypotheses, name=name, by_character=by_character)
+        yield
     finally:
         if collecting:
             gc.enable()
@@ -256,6 +263,11 @@ def write_compute_wer(score: SystemScore, stream: IO[str]) -> None:
     a rule, ``Overall ->``, one line per token class, ``SER -> ... ML= MH=`` and a rule.
     ML counts extra hypotheses (keys missing from the reference), MH missing hypotheses.
     """
+    with _collector_paused():
+        stream.write(_compute_wer_text(score))
+
+
+def _compute_wer_text(score: SystemScore) -> str:
     parts: list[str] = []
     lines = aligned_lines_many(
         [(utterance.reference_tokens, utterance.hypothesis_tokens, utterance.edits) for utterance in score.utterances]
@@ -272,7 +284,7 @@ def write_compute_wer(score: SystemScore, stream: IO[str]) -> None:
         f"SER -> {score.sentence_error_rate * 100:4.2f} % N={score.sentences} Cor={score.sentences_correct} "
         f"Err={score.sentences_wrong} ML={len(score.extra_keys)} MH={len(score.missing_keys)}\n{RULE}\n"
     )
-    stream.write("".join(parts))
+    return "".join(parts)
 
 
 def counts_json(counts: Counts) -> dict[str, Any]:
