@@ -124,8 +124,9 @@ def test_overfit_checkpoint_and_funasr_decode_the_same(tiny_dir: Path, corpus: t
     assert "audio unreadable" in reasons["corrupt"]
     assert result.skipped_samples >= 2
 
-    for name in ("config.yaml", "configuration.json", "model.pt", "Qwen3-0.6B/config.json", "Qwen3-0.6B/tokenizer.json", "train_config.yaml", "prompt.json"):
+    for name in ("config.yaml", "configuration.json", "model.pt", "Qwen3-0.6B/config.json", "Qwen3-0.6B/tokenizer.json", "train_config.yaml", "prompt.json", "curves.png"):
         assert (output / name).exists(), name
+    assert list((output / "tensorboard").glob("events.out.tfevents.*"))
     checkpoints = sorted(p.name for p in (output / "checkpoints").iterdir())
     assert 1 <= len(checkpoints) <= 3 and all(name.startswith("step-") for name in checkpoints)
     assert {"trainable.pt", "state.pt", "meta.json"} <= {p.name for p in (output / "checkpoints" / checkpoints[-1]).iterdir()}

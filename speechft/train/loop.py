@@ -385,18 +385,29 @@ def validate(model: Any, bundle: ModelBundle, samples: Sequence[Sample], config:
 
 
 class MetricsWriter:
-    """Appends one JSON object per line to metrics.jsonl, flushed each time (tail -f friendly)."""
+    """Appends one JSON object per line to metrics.jsonl, flushed each time (tail -f friendly),
+    and mirrors the numbers to TensorBoard event files under `<run>/tensorboard/`."""
 
     def __init__(self, path: Path) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
         self.path = path
         self.handle = path.open("a", encoding="utf-8")
+        self.board = SummaryWriter(log_dir=str(path.parent / "tensorboard"))
 
     def write(self, record: dict[str, Any]) -> None:
         self.handle.write(json.dumps(record, ensure_ascii=False) + "\n")
         self.handle.flush()
+        kind, step = record.get("kind"), record.get("step")
+        if kind in ("train", "validation") and isinstance(step, int):
+            for name, value in record.items():
+                if name not in ("kind", "step", "epoch") and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self.board.add_scalar(f"{kind}/{name}", value, step)
+            self.board.flush()
 
     def close(self) -> None:
         self.handle.close()
+        self.board.close()
 
 
 def record_skips(output_dir: Path, skips: Sequence[Skip], step: int) -> None:
@@ -477,14 +488,12 @@ def render_dry_run(report: DryRunReport) -> None:
 
 
 def _write_curves(output_dir: Path) -> Path | None:
-    """loss/CER curves as PNG when matplotlib is installed (it is optional)."""
-    try:
-        import matplotlib
+    """loss/CER curves as PNG."""
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     records = [json.loads(line) for line in (output_dir / METRICS_FILE).read_text(encoding="utf-8").splitlines() if line.strip()]
     train = [(r["step"], r["loss"]) for r in records if r.get("kind") == "train"]
     val = [(r["step"], r["val_loss"], r["val_cer"]) for r in records if r.get("kind") == "validation"]
