@@ -5,7 +5,9 @@ each, runs of letters and digits one word, case is ignored, `<|zh|>`-style tags 
 Utterances come in reference order; a reference key missing from HYP counts as all deletions
 (and is reported), hypothesis keys not in REF are reported and not scored. Give several HYP files
 (e.g. baseline then fine-tuned) to compare them against the first, with a paired bootstrap
-confidence interval over utterances.
+confidence interval over utterances. Among equal-cost alignments the one compute-wer reports is
+kept (traced back from the end: deletion, then substitution, then insertion), so Sub/Del/Ins
+match it exactly.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ from speechft.cli.common import guarded
 
 @guarded
 def command(
-    reference: Annotated[Path, typer.Argument(help="Reference `key text` file (normalised).", show_default=False)],
+    reference: Annotated[Path, typer.Argument(metavar="REF", help="Reference `key text` file (normalised).", show_default=False)],
     hypotheses: Annotated[
         list[Path],
-        typer.Argument(help="Hypothesis `key text` file(s); the first is the baseline.", show_default=False),
+        typer.Argument(metavar="HYP", help="Hypothesis `key text` file(s); the first is the baseline.", show_default=False),
     ],
     output: Annotated[
         Optional[list[Path]],
