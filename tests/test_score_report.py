@@ -159,3 +159,10 @@ def test_compare_rejects_other_references():
     other = score_transcripts({"b": "一"}, {"b": "一"})
     with pytest.raises(UsageError):
         compare(one, other)
+
+
+def test_mixed_scripts_match_compute_wer():
+    """Tokens, alignments, padding and class counts agree with compute-wer on many scripts."""
+    expected = (DATA / "mixed-compute-wer.txt").read_text(encoding="utf-8")
+    produced = _report(score_files(DATA / "mixed-ref.txt", DATA / "mixed-hyp.txt"))
+    assert _split_class_lines(produced) == _split_class_lines(expected)
