@@ -66,7 +66,16 @@ def render_worst(console: Console, score: SystemScore, count: int) -> None:
     if not worst:
         return
     console.print(
-        Text(f"Worst {len(worst)} utterances of {score.name} (substituted, deleted, inserted)", style="bold")
+        Text.assemble(
+            (f"Worst {len(worst)} utterances of {score.name} ", "bold"),
+            "(",
+            ("substituted", _STYLE_BY_OPERATION["replace"]),
+            ", ",
+            ("deleted", _STYLE_BY_OPERATION["delete"]),
+            ", ",
+            ("inserted", _STYLE_BY_OPERATION["insert"]),
+            "; * marks a missing token)",
+        )
     )
     for utterance in worst:
         header = Text(f"{utterance.key}  ", style="cyan")
