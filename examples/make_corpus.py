@@ -2,7 +2,7 @@
 
 Domain A is what the bundled tiny model is trained on: English digit strings, short English
 commands and Chinese digit strings, read by a handful of voices at ordinary speed and pitch.
-Domain B is the "new domain" a user fine-tunes on: the same kind of content read by voices and
+A small domain-A replay set is bundled too. Domain B is the "new domain" a user fine-tunes on: the same kind of content read by voices and
 accents domain A never heard, faster. Everything is seeded, so a rerun writes the same corpus.
 
 Only this script needs espeak-ng and sox; the demo uses the files it wrote.
@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--domain-a-train", type=int, default=0, help="also write domain-a/train with this many utterances (wav)")
     parser.add_argument("--domain-b-train", type=int, default=240)
     parser.add_argument("--test", type=int, default=60, help="utterances in each test set")
+    parser.add_argument("--replay", type=int, default=120, help="domain-A utterances bundled for replay during fine-tuning")
     parser.add_argument("--jobs", type=int, default=4)
     args = parser.parse_args(argv)
     for tool in ("espeak-ng", "sox"):
@@ -135,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     fast = dict(speeds=(230, 290), pitches=(20, 80))
     sets = {
         "domain-a/test": make_set("a-test", args.test, 2, DOMAIN_A_ENGLISH, DOMAIN_A_CHINESE, **normal),
+        # Domain-A utterances to mix into a domain-B fine-tune so the model does not forget A.
+        "domain-a/replay": make_set("a-replay", args.replay, 5, DOMAIN_A_ENGLISH, DOMAIN_A_CHINESE, **normal),
         "domain-b/train": make_set("b-train", args.domain_b_train, 3, DOMAIN_B_ENGLISH, DOMAIN_B_CHINESE, **fast),
         "domain-b/test": make_set("b-test", args.test, 4, DOMAIN_B_ENGLISH, DOMAIN_B_CHINESE, **fast),
     }
