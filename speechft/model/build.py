@@ -9,7 +9,9 @@ an error: a checkpoint without `llm.*` keys would otherwise give a random LLM an
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import json
 import logging
 import os
@@ -161,6 +163,17 @@ def _check_offline(config: dict[str, Any], config_path: Path) -> Path:
     return llm_dir
 
 
+def import_funasr() -> Any:
+    """`import funasr`, which imports (and so registers) every funasr model class.
+
+    funasr prints an ffmpeg notice on stdout while importing; speechft reads audio with soundfile,
+    and a command's stdout belongs to its results, so the notice is dropped.
+    """
+    with contextlib.redirect_stdout(io.StringIO()):
+        import funasr
+    return funasr
+
+
 def build_model_from_config(config: dict[str, Any], *, config_path: Path, seed: int = 0) -> tuple[Any, Any]:
     """Construct FunASRNano and its frontend from a resolved config, weights random (seeded).
 
@@ -168,7 +181,7 @@ def build_model_from_config(config: dict[str, Any], *, config_path: Path, seed: 
     """
     import torch
 
-    import funasr  # noqa: F401  (registers the model, encoder, adaptor and frontend classes)
+    import_funasr()
     from funasr.models.fun_asr_nano.model import FunASRNano
     from funasr.register import tables
 
@@ -204,7 +217,7 @@ def _frontend_kwargs(config: dict[str, Any], *, dither: float | None) -> dict[st
 
 def build_frontend(config: dict[str, Any], *, dither: float | None = 0.0) -> Any:
     """The model's WavFrontend; `dither=None` keeps the directory's setting (funasr's default is 1.0)."""
-    import funasr  # noqa: F401
+    import_funasr()
     from funasr.register import tables
 
     frontend_class = tables.frontend_classes.get(config.get("frontend", "WavFrontend"))
