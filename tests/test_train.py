@@ -72,6 +72,7 @@ def test_each_profile_changes_exactly_its_modules(tiny_dir: Path, corpus: tuple[
     from speechft.train.config import load_config
     from speechft.train.data import SpeechDataset, collate, read_manifest
     from speechft.train.entry import profiles_dir
+    from speechft.train.forward import TrainForward
     from speechft.train.loop import apply_trainable, make_optimizer, set_train_mode, train_step
 
     config = load_config(profiles_dir() / f"{profile}.yaml", ["optim.lr=1e-2", "schedule.warmup_fraction=0"])
@@ -87,7 +88,7 @@ def test_each_profile_changes_exactly_its_modules(tiny_dir: Path, corpus: tuple[
     assert model.audio_encoder.training == ("encoder" in changed)
     assert model.llm.training == ("llm" in changed)
     for step in range(2):
-        train_step(model, optimizer, scheduler, [collate([dataset[2 * step], dataset[2 * step + 1]])], config, torch.device("cpu"), None)
+        train_step(TrainForward(model, torch.device("cpu"), None), optimizer, scheduler, [collate([dataset[2 * step], dataset[2 * step + 1]])], config)
     moved = {module_of(name) for name, tensor in model.state_dict().items() if not torch.equal(tensor, before[name])}
     assert moved == changed
 

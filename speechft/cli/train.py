@@ -5,10 +5,14 @@ Profiles: small-data (adaptor only, < 1000 h), medium-data (encoder + adaptor, <
 Trailing KEY=VALUE arguments override the profile (e.g. optim.lr=1e-4 max_epochs=3). More train files may follow --train, each optionally weighted as FILE:WEIGHT: `--train domain.jsonl general.jsonl:0.2` replays a fifth of the general data each epoch.
 
 The output directory is a model directory: use it as --model-dir for `speechft decode`.
+
+Several GPUs: --nproc-per-node N starts torchrun with N ranks (add --nnodes, --node-rank, --master-addr, --master-port on each node of a multi-node run); a process already started by torchrun joins its run. Ctrl-C or SIGTERM finishes the current step, writes a checkpoint and prints the command that resumes it.
 """
 
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -29,7 +33,13 @@ def command(
     resume: Annotated[str, typer.Option("--resume", help="off | auto (latest checkpoint in --output-dir) | path to a checkpoint folder.")] = "off",
     allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Accept a model.pt that lacks some weights (they stay random).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress display.")] = False,
+    nproc_per_node: Annotated[int, typer.Option("--nproc-per-node", min=1, help="Ranks (GPUs) to start on this node through torchrun.")] = 1,
+    nnodes: Annotated[int, typer.Option("--nnodes", min=1, help="Nodes taking part (run the same command on each).")] = 1,
+    node_rank: Annotated[int, typer.Option("--node-rank", min=0, help="This node's index, 0 .. nnodes-1.")] = 0,
+    master_addr: Annotated[str, typer.Option("--master-addr", help="Address of node 0, where rank 0 listens.")] = "127.0.0.1",
+    master_port: Annotated[int, typer.Option("--master-port", min=0, max=65535, help="Port on node 0 (0: any free port; one node only).")] = 0,
 ) -> None:
+    from speechft.train.entry import Launch
     from speechft.train.entry import train as run
 
     run(
@@ -43,4 +53,6 @@ def command(
         resume=resume,
         allow_missing=allow_missing,
         show_progress=not quiet,
+        launch=Launch(nproc_per_node, nnodes, node_rank, master_addr, master_port),
+        command=shlex.join(["speechft", *sys.argv[1:]]),
     )

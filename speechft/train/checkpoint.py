@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from speechft.errors import InputError
+from speechft.errors import InputError, TrainingError
 from speechft.model.build import CONFIG_FILE, CONFIGURATION_FILE, LLM_FOLDER, WEIGHTS_FILE
 
 CHECKPOINTS = "checkpoints"
@@ -88,42 +88,91 @@ def _fsync_dir(path: Path) -> None:
         os.close(descriptor)
 
 
+def training_snapshot(model: Any, forward_module: Any, optimizer: Any, world: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(trainable weights, optimizer state) as whole CPU tensors, on rank 0; empty on other ranks.
+
+    With FSDP every rank must call this at the same point: each holds a shard and the whole
+    tensors are gathered to rank 0. The optimizer state is then keyed by parameter name, not by
+    position, because positions are those of the sharded parameters.
+    """
+    if world.sharded:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
+        weights = get_model_state_dict(forward_module, options=options)
+        optimizer_state = get_optimizer_state_dict(forward_module, optimizer, options=options)
+        trainable = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
+        return {name: tensor for name, tensor in weights.items() if name in trainable}, optimizer_state
+    if not world.is_main:
+        return {}, {}
+    return trainable_state(model), optimizer.state_dict()
+
+
+def whole_weights(forward_module: Any, world: Any) -> dict[str, Any]:
+    """Every weight of an FSDP-sharded module as whole CPU tensors on rank 0 (a collective)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(forward_module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def all_finite(weights: dict[str, Any]) -> bool:
+    import torch
+
+    return all(bool(torch.isfinite(tensor).all()) for tensor in weights.values())
+
+
 def save_checkpoint(
     run_dir: Path,
     step: int,
     *,
-    model: Any,
-    optimizer: Any,
+    weights: dict[str, Any],
+    optimizer_state: dict[str, Any],
     scheduler: Any,
     train_state: dict[str, Any],
     sampler_state: dict[str, Any],
+    rng_states: list[dict[str, Any]],
+    optimizer_format: str,
+    world_size: int,
     val_cer: float | None,
     val_loss: float | None,
 ) -> CheckpointInfo:
-    """Write `checkpoints/step-NNNNNN/` atomically (temp folder, then rename) and return its info."""
+    """Write `checkpoints/step-NNNNNN/` atomically (temp folder, then rename) and return its info.
+
+    Called on rank 0 only. Weights with a NaN or infinity are refused: a poisoned checkpoint would
+    become the run's model. A failed write (disk full) removes the partial folder and leaves every
+    earlier checkpoint as it was.
+    """
     import torch
 
+    if not all_finite(weights):
+        raise TrainingError(f"step {step}: the weights hold NaN or infinite values; no checkpoint written (the last good one stays)")
     root = run_dir / CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
     final = root / checkpoint_name(step)
     temporary = root / f".tmp-{checkpoint_name(step)}"
-    if temporary.exists():
-        shutil.rmtree(temporary)
-    temporary.mkdir()
-    torch.save(trainable_state(model), temporary / TRAINABLE_FILE)
-    torch.save(
-        {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "train_state": train_state,
-            "sampler": sampler_state,
-            "rng": rng_state(),
-        },
-        temporary / STATE_FILE,
-    )
-    meta = {"step": step, "val_cer": val_cer, "val_loss": val_loss}
-    (temporary / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    _fsync_dir(temporary)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if temporary.exists():
+            shutil.rmtree(temporary)
+        temporary.mkdir()
+        torch.save(weights, temporary / TRAINABLE_FILE)
+        torch.save(
+            {
+                "optimizer": optimizer_state,
+                "optimizer_format": optimizer_format,
+                "scheduler": scheduler.state_dict(),
+                "train_state": train_state,
+                "sampler": sampler_state,
+                "rng": rng_states,
+                "world_size": world_size,
+            },
+            temporary / STATE_FILE,
+        )
+        meta = {"step": step, "val_cer": val_cer, "val_loss": val_loss}
+        (temporary / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        _fsync_dir(temporary)
+    except OSError as error:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise TrainingError(f"{temporary}: cannot write checkpoint ({error.strerror or error}); earlier checkpoints are intact") from None
     if final.exists():
         # Same step written again (e.g. the end of training right after a periodic save).
         stale = root / f".old-{checkpoint_name(step)}"
@@ -192,11 +241,18 @@ def selected_weights(run_dir: Path, select: str) -> tuple[dict[str, Any], list[C
     return averaged, chosen
 
 
-def load_checkpoint(path: Path, *, model: Any, optimizer: Any = None, scheduler: Any = None) -> dict[str, Any]:
-    """Restore weights (and optimizer/scheduler when given) from a checkpoint; return its state."""
+def load_checkpoint(path: Path, *, model: Any) -> dict[str, Any]:
+    """Restore the trainable weights of a checkpoint into `model` (not sharded); return its state."""
     import torch
 
     weights = torch.load(path / TRAINABLE_FILE, map_location="cpu", weights_only=True)
+    _copy_weights(model, weights, path)
+    return torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
+
+
+def _copy_weights(model: Any, weights: dict[str, Any], path: Path) -> None:
+    import torch
+
     parameters = dict(model.named_parameters())
     unknown = sorted(set(weights) - set(parameters))
     if unknown:
@@ -204,12 +260,41 @@ def load_checkpoint(path: Path, *, model: Any, optimizer: Any = None, scheduler:
     with torch.no_grad():
         for name, tensor in weights.items():
             parameters[name].copy_(tensor)
+
+
+def restore_training(path: Path, *, model: Any, forward_module: Any, optimizer: Any, scheduler: Any, world: Any) -> dict[str, Any]:
+    """Every rank: weights, optimizer and scheduler of a checkpoint; return its saved state.
+
+    Each rank reads the files (the run directory is shared by all nodes). Under FSDP each rank
+    keeps only its shard of the whole tensors it read.
+    """
+    import torch
+
+    weights = torch.load(path / TRAINABLE_FILE, map_location="cpu", weights_only=True)
     state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
-    if optimizer is not None:
+    wanted = optimizer_format_for(world)
+    found = state.get("optimizer_format", "positional")
+    if found != wanted:
+        strategy = "fsdp" if found == "by_name" else "ddp (or one rank)"
+        raise InputError(f"{path}: written with distributed.strategy={strategy}; resume with the same strategy")
+    if world.sharded:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
+
+        unknown = sorted(set(weights) - {name for name, _ in model.named_parameters()})
+        if unknown:
+            raise InputError(f"{path}: weights for parameters this model lacks ({', '.join(unknown[:5])})")
+        set_model_state_dict(forward_module, weights, options=StateDictOptions(full_state_dict=True, strict=False))
+        set_optimizer_state_dict(forward_module, optimizer, state["optimizer"], options=StateDictOptions(full_state_dict=True))
+    else:
+        _copy_weights(model, weights, path)
         optimizer.load_state_dict(state["optimizer"])
-    if scheduler is not None:
-        scheduler.load_state_dict(state["scheduler"])
+    scheduler.load_state_dict(state["scheduler"])
     return state
+
+
+def optimizer_format_for(world: Any) -> str:
+    """How a checkpoint keys optimizer state: by name under FSDP, by position otherwise."""
+    return "by_name" if world.sharded else "positional"
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:

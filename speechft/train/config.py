@@ -37,12 +37,15 @@ class OptimConfig:
     """Clip the global gradient norm to this (0 disables)."""
     grad_accum_steps: int = 1
     """Batches whose gradients are summed before one optimizer step."""
+    max_nonfinite_steps: int = 10
+    """Abort after this many optimizer steps in a row with a non-finite loss or gradient (each one is skipped)."""
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, "optim.lr", "must be > 0")
         _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas", "must be two numbers in [0, 1)")
         _check(self.grad_clip >= 0, "optim.grad_clip", "must be >= 0")
         _check(self.grad_accum_steps >= 1, "optim.grad_accum_steps", "must be >= 1")
+        _check(self.max_nonfinite_steps >= 1, "optim.max_nonfinite_steps", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,18 @@ class CheckpointConfig:
 
 
 @dataclass(frozen=True)
+class DistributedConfig:
+    strategy: str = "ddp"
+    """With several ranks: ddp (every rank holds the whole model) | fsdp (FSDP2 shards weights, gradients and optimizer state)."""
+    timeout_s: float = 600.0
+    """Seconds a collective may wait for the other ranks before the run stops with an error naming the lost ones."""
+
+    def __post_init__(self) -> None:
+        _check(self.strategy in ("ddp", "fsdp"), "distributed.strategy", "must be ddp or fsdp")
+        _check(self.timeout_s > 0, "distributed.timeout_s", "must be > 0")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     trainable: tuple[str, ...] = ("adaptor",)
     """Modules whose weights train: any of encoder, adaptor, llm. The rest stay frozen in eval mode."""
@@ -145,6 +160,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
     def __post_init__(self) -> None:
         _check(len(self.trainable) > 0, "trainable", f"must list at least one of {', '.join(MODULES)}")

@@ -361,13 +361,29 @@ def token_budget_batches(order: Sequence[int], lengths: Sequence[int], *, token_
     return batches
 
 
+def split_for_ranks(batches: list[list[int]], world_size: int) -> list[list[int]]:
+    """`batches` made a multiple of `world_size` long by halving the largest ones, so that every
+    rank gets the same number of batches and no utterance is dropped or repeated. Only when too few
+    batches hold two or more utterances are the last few left out (the caller slices them off)."""
+    batches = [list(batch) for batch in batches]
+    while len(batches) % world_size:
+        largest = max(range(len(batches)), key=lambda position: (len(batches[position]), position), default=None)
+        if largest is None or len(batches[largest]) < 2:
+            break
+        batch = batches[largest]
+        middle = len(batch) // 2
+        batches[largest : largest + 1] = [batch[:middle], batch[middle:]]
+    return batches
+
+
 class TokenBatchSampler:
     """Deterministic token-budget batches for one rank of `world_size`, resumable mid-epoch.
 
     Each epoch draws, for every source group, `weight x size` utterances (whole copies plus a
     seeded random part), shuffles them by (seed, epoch), buckets by length and shuffles the
-    batches. Rank r takes batches r, r + world_size, ...; every rank gets the same count (the few
-    batches left over are dropped that epoch) so ranks step together. `set_epoch(epoch, start)`
+    batches. Rank r takes batches r, r + world_size, ...; every rank gets the same count (the largest
+    batches are halved until the count divides evenly) so ranks step together and, over the ranks,
+    each epoch covers every utterance exactly once. `set_epoch(epoch, start)`
     resumes after `start` batches of that epoch.
     """
 
@@ -427,7 +443,8 @@ class TokenBatchSampler:
         )
         if self.shuffle:
             self._rng(epoch).shuffle(batches)
-        per_rank = len(batches) // self.world_size if self.world_size > 1 else len(batches)
+        batches = split_for_ranks(batches, self.world_size)
+        per_rank = len(batches) // self.world_size
         return batches[self.rank :: self.world_size][:per_rank]
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
@@ -450,8 +467,12 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
-def make_loader(dataset: SpeechDataset, sampler: TokenBatchSampler, num_workers: int) -> Any:
-    """A DataLoader yielding :class:`Batch` objects in the sampler's order."""
+def make_loader(dataset: SpeechDataset, sampler: TokenBatchSampler, num_workers: int, generator: Any = None) -> Any:
+    """A DataLoader yielding :class:`Batch` objects in the sampler's order.
+
+    `generator` seeds the worker processes; without one the loader draws that seed from the global
+    torch RNG each time it starts, which would shift dropout after a mid-epoch resume.
+    """
     import torch
 
     return torch.utils.data.DataLoader(
@@ -461,4 +482,5 @@ def make_loader(dataset: SpeechDataset, sampler: TokenBatchSampler, num_workers:
         num_workers=num_workers,
         worker_init_fn=_worker_init if num_workers else None,
         persistent_workers=False,
+        generator=generator,
     )

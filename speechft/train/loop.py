@@ -6,12 +6,18 @@ out of the optimizer), reads the data, and either prints a dry-run report or tra
 trainable parameters, gradient accumulation, clipping, warmup scaled to the run length then
 decay, bf16 autocast on CUDA / fp32 on CPU, validation loss + CER by batched greedy decoding,
 atomic checkpoints, `metrics.jsonl`, and an output directory usable as a model directory.
+
+The same code runs on one process or as one rank of many (`distributed.py`): every rank trains
+on its shard of each epoch's batches, rank 0 alone writes files and talks to the terminal, and a
+SIGINT/SIGTERM finishes the current step, writes a checkpoint and exits cleanly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import random
 import shutil
 import time
@@ -23,11 +29,13 @@ from typing import Any
 from rich.markup import escape
 
 from speechft import console
-from speechft.errors import ConfigError, InputError
+from speechft.errors import ConfigError, InputError, TrainingError
 from speechft.model.build import ModelBundle, build_frontend, load_model, module_of
 from speechft.model.inputs import IGNORE_INDEX, embed_inputs
 from speechft.train import checkpoint as ckpt
-from speechft.train.config import TrainConfig, dump_config
+from speechft.train import distributed as dist_tools
+from speechft.train import faults
+from speechft.train.config import TrainConfig, dump_config, load_config
 from speechft.train.data import (
     Batch,
     Sample,
@@ -45,6 +53,7 @@ from speechft.train.data import (
 MODULE_ATTRIBUTES = {"encoder": "audio_encoder", "adaptor": "audio_adaptor", "llm": "llm"}
 RESOLVED_CONFIG = "train_config.yaml"
 METRICS_FILE = "metrics.jsonl"
+STOPPED_FILE = "stopped.json"
 SKIPPED_FILE = "skipped.jsonl"
 PROMPT_FILE = "prompt.json"
 
@@ -63,6 +72,7 @@ class TrainRequest:
     resume: str = "off"  # off | auto | path to a checkpoint folder
     allow_missing: bool = False
     show_progress: bool = True
+    command: str = "speechft train"  # as the user typed it, for the resume hint
 
 
 @dataclass
@@ -76,7 +86,9 @@ class TrainState:
     skipped_samples: int = 0  # distinct utterances skipped (a bad file fails again every epoch)
     skipped_keys: list[str] = field(default_factory=list)
     nonfinite_steps: int = 0
+    nonfinite_in_a_row: int = 0
     last_validated_step: int = -1
+    first_epoch_samples: int = 0  # utterances that went into an update during epoch 0, all ranks
 
 
 @dataclass
@@ -94,6 +106,9 @@ class TrainResult:
     selected: list[str]
     skipped_samples: int
     seconds: float
+    stopped_by: str | None = None  # the signal that stopped the run early, if one did
+    resume_command: str | None = None
+    first_epoch_samples: int = 0
 
 
 @dataclass
@@ -122,12 +137,13 @@ def resolve_device(config: TrainConfig) -> tuple[Any, Any]:
     """(device, autocast dtype or None). bf16 autocast on CUDA by default, fp32 on CPU."""
     import torch
 
-    name = config.device
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device: {config.device} requested but CUDA is not available")
-    device = torch.device(name)
+    return autocast_for(config, dist_tools.resolve_device(config.device))
+
+
+def autocast_for(config: TrainConfig, device: Any) -> tuple[Any, Any]:
+    """(device, autocast dtype or None) for `device`, checking the precision setting against it."""
+    import torch
+
     precision = config.precision
     if precision == "auto":
         precision = "bf16" if device.type == "cuda" else "fp32"
@@ -230,7 +246,7 @@ def _read_sources(sources: Sequence[TrainSource], tokenizer: Any, config: TrainC
     return utterances, groups, weights, skipped
 
 
-def prepare_data(request: TrainRequest, bundle: ModelBundle) -> TrainData:
+def prepare_data(request: TrainRequest, bundle: ModelBundle, world: dist_tools.World | None = None) -> TrainData:
     """Manifests -> training dataset + sampler, and the fixed validation samples (features at dither 0)."""
     config = request.config
     utterances, groups, weights, skipped = _read_sources(request.train, bundle.tokenizer, config)
@@ -244,6 +260,8 @@ def prepare_data(request: TrainRequest, bundle: ModelBundle) -> TrainData:
         seed=config.seed,
         groups=groups,
         weights=weights,
+        rank=world.rank if world else 0,
+        world_size=world.world_size if world else 1,
     )
     limit = config.validation.max_utterances or None
     if request.val is not None:
@@ -306,24 +324,46 @@ class StepStats:
     skipped: bool = False
 
 
-def train_step(model: Any, optimizer: Any, scheduler: Any, batches: Sequence[Batch], config: TrainConfig, device: Any, autocast_dtype: Any) -> StepStats:
-    """One optimizer step over `batches` (the accumulation group)."""
+def train_step(
+    forward_module: Any,
+    optimizer: Any,
+    scheduler: Any,
+    batches: Sequence[Batch],
+    config: TrainConfig,
+    *,
+    world: dist_tools.World | None = None,
+    step_target_tokens: int | None = None,
+) -> StepStats:
+    """One optimizer step over `batches`, this rank's accumulation group.
+
+    `forward_module(batch)` returns a batch's summed loss (:class:`TrainForward`, maybe wrapped in
+    DDP/FSDP); `step_target_tokens` counts the target tokens of the step on every rank.
+    """
     import torch
 
+    world_size = world.world_size if world else 1
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
-    # Normalise by every target token of the step, so accumulation equals one big batch.
-    target_tokens = max(sum(b.target_tokens for b in batches), 1)
+    # Normalise by every target token of the step on every rank, so any split of one global batch
+    # over ranks and micro-batches gives the same gradient; DDP and FSDP average over ranks, which
+    # the world_size factor undoes.
+    total_tokens = max(step_target_tokens if step_target_tokens is not None else sum(b.target_tokens for b in batches), 1)
+    scale = world_size / total_tokens
     loss_value = 0.0
-    for batch in batches:
-        loss = batch_loss_sum(model, batch, device, autocast_dtype, track_grad=True) / target_tokens
-        loss.backward()
-        loss_value += float(loss.detach())
+    for position, batch in enumerate(batches):
+        last = position == len(batches) - 1
+        # Gradients cross ranks once per step: on the last micro-batch only.
+        sync = contextlib.nullcontext() if last or world is None else dist_tools.without_gradient_sync(forward_module, world)
+        with sync:
+            loss = forward_module(batch) * scale
+            loss.backward()
+        loss_value += float(loss.detach()) / world_size
     lr = optimizer.param_groups[0]["lr"]
     # The order matters and lives here: (unscale: none needed, bf16 autocast keeps fp32 gradients)
     # -> clip -> step -> zero_grad -> schedule.
     max_norm = config.optim.grad_clip if config.optim.grad_clip > 0 else math.inf
     grad_norm = float(torch.nn.utils.clip_grad_norm_(parameters, max_norm))
-    finite = math.isfinite(grad_norm) and math.isfinite(loss_value)
+    # The norm is of the synchronised gradients, so every rank takes the same decision.
+    finite = math.isfinite(grad_norm)
     if finite:
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -524,11 +564,14 @@ def _copy_prompt_policy(request: TrainRequest) -> None:
             return
 
 
-def _full_state(model: Any, bundle: ModelBundle, selected: dict[str, Any]) -> dict[str, Any]:
-    """Every weight: frozen ones as the base file stored them, trained ones from the selection."""
+def _full_state(model: Any, bundle: ModelBundle, selected: dict[str, Any], whole: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every weight: frozen ones as the base file stored them, trained ones from the selection.
+
+    `whole` holds gathered copies of weights the model only has shards of (FSDP)."""
+    whole = whole or {}
     state = {}
     for name, tensor in model.state_dict().items():
-        value = selected.get(name, tensor).detach().to("cpu")
+        value = selected.get(name, whole.get(name, tensor)).detach().to("cpu")
         if name not in selected and name in bundle.weight_dtypes:
             value = value.to(bundle.weight_dtypes[name])
         state[name] = value.contiguous().clone()
@@ -550,16 +593,25 @@ def _resume_path(request: TrainRequest) -> Path | None:
     return path
 
 
-def run_training(request: TrainRequest) -> TrainResult | DryRunReport:
-    """Train (or, with `dry_run`, only report on) one fine-tuning run."""
-    started = time.monotonic()
-    config = request.config
-    device, autocast_dtype = resolve_device(config)
-    seed_everything(config.seed)
-    bundle = load_model(request.model_dir, device=str(device), allow_missing=request.allow_missing)
-    model = bundle.model
-    counts = apply_trainable(model, config.trainable)
-    data = prepare_data(request, bundle)
+@dataclass
+class Run:
+    """What the loop works with, built once by `run_training`."""
+
+    request: TrainRequest
+    config: TrainConfig
+    world: dist_tools.World
+    bundle: ModelBundle
+    data: TrainData
+    forward_module: Any  # TrainForward, maybe inside DDP or sharded by FSDP2
+    optimizer: Any
+    scheduler: Any
+    metrics: MetricsWriter | None  # rank 0 only
+    total_steps: int
+    autocast_dtype: Any
+
+
+def _plan_steps(config: TrainConfig, data: TrainData) -> tuple[int, int, int]:
+    """(batches per epoch, optimizer steps per epoch, total steps) for this rank (all ranks agree)."""
     batches_per_epoch = len(data.sampler.epoch_batches(0))
     if batches_per_epoch == 0:
         raise InputError("no training batches: check data.token_budget against the utterance lengths")
@@ -567,76 +619,190 @@ def run_training(request: TrainRequest) -> TrainResult | DryRunReport:
     total_steps = steps_per_epoch * config.max_epochs
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
-    if request.dry_run:
-        peak, note = estimate_peak_memory(model, counts, data.sampler, data.dataset, autocast_dtype, config.trainable)
-        report = DryRunReport(
-            config_yaml=dump_config(config),
-            modules=counts,
-            utterances=len(data.dataset),
-            hours=data.hours,
-            batches_per_epoch=batches_per_epoch,
-            steps_per_epoch=steps_per_epoch,
-            total_steps=total_steps,
-            warmup_steps=warmup_steps_for(config, total_steps),
-            token_budget=config.data.token_budget,
-            device=str(device),
-            precision="bf16 autocast" if autocast_dtype is not None else "fp32",
-            peak_memory_bytes=peak,
-            memory_note=note,
-            skipped=len(data.skipped),
-            val_utterances=len(data.val_samples),
+    return batches_per_epoch, steps_per_epoch, total_steps
+
+
+def dry_run(request: TrainRequest) -> DryRunReport:
+    """Build model and data, report what training would do, train nothing."""
+    config = request.config
+    device, autocast_dtype = resolve_device(config)
+    seed_everything(config.seed)
+    bundle = load_model(request.model_dir, device=str(device), allow_missing=request.allow_missing)
+    counts = apply_trainable(bundle.model, config.trainable)
+    data = prepare_data(request, bundle)
+    batches_per_epoch, steps_per_epoch, total_steps = _plan_steps(config, data)
+    peak, note = estimate_peak_memory(bundle.model, counts, data.sampler, data.dataset, autocast_dtype, config.trainable)
+    report = DryRunReport(
+        config_yaml=dump_config(config),
+        modules=counts,
+        utterances=len(data.dataset),
+        hours=data.hours,
+        batches_per_epoch=batches_per_epoch,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        warmup_steps=warmup_steps_for(config, total_steps),
+        token_budget=config.data.token_budget,
+        device=str(device),
+        precision="bf16 autocast" if autocast_dtype is not None else "fp32",
+        peak_memory_bytes=peak,
+        memory_note=note,
+        skipped=len(data.skipped),
+        val_utterances=len(data.val_samples),
+    )
+    render_dry_run(report)
+    return report
+
+
+def share_resolved_config(request: TrainRequest, world: dist_tools.World) -> TrainConfig:
+    """Rank 0 writes the resolved config into the run directory; every rank then trains from that file."""
+    path = request.output_dir / RESOLVED_CONFIG
+    if world.is_main:
+        path.write_text(
+            f"# resolved training config (profile: {request.profile}); rerun with --profile {path}\n" + dump_config(request.config),
+            encoding="utf-8",
         )
-        render_dry_run(report)
-        return report
+    dist_tools.barrier(world)
+    return load_config(path)
+
+
+def run_training(request: TrainRequest) -> TrainResult | DryRunReport:
+    """Train (or, with `dry_run`, only report on) one fine-tuning run, on this rank of the world."""
+    if request.dry_run:
+        return dry_run(request)
+    started = time.monotonic()
+    faults.check_output_dir(request.output_dir)
+    settings = request.config.distributed
+    with dist_tools.world_session(request.config.device, strategy=settings.strategy, timeout_s=settings.timeout_s) as world:
+        config = share_resolved_config(request, world)
+        try:
+            return _train(request, config, world, started)
+        except dist_tools.collective_failure_types() as error:
+            if not world.distributed or isinstance(error, TrainingError):
+                raise
+            dist_tools.raise_lost_ranks(world, error)
+            raise  # unreachable: raise_lost_ranks always raises
+
+
+def _train(request: TrainRequest, config: TrainConfig, world: dist_tools.World, started: float) -> TrainResult:
+    from speechft.train.forward import TrainForward
+
+    device, autocast_dtype = autocast_for(config, world.device)
+    # Every rank draws its own dropout masks and dither; weights come from model.pt, identical everywhere.
+    seed_everything(config.seed + world.rank)
+    bundle = load_model(request.model_dir, device=str(device), allow_missing=request.allow_missing)
+    model = bundle.model
+    counts = apply_trainable(model, config.trainable)
+    trainable_parameters = sum(count.trainable for count in counts.values())
+    if world.is_main:
+        model_bytes = sum(parameter.numel() * 4 for parameter in model.parameters())
+        copies = config.checkpoint.keep_last + config.checkpoint.average_count + 1
+        faults.check_free_space(request.output_dir, copies * faults.checkpoint_bytes(trainable_parameters) + model_bytes)
+    data = prepare_data(request, bundle, world)
+    _, _, total_steps = _plan_steps(config, data)
+    forward_module = dist_tools.wrap_for_training(TrainForward(model, device, autocast_dtype), world)
+    # After wrapping: FSDP2 replaces parameters by their shards, which the optimizer must hold.
+    optimizer, scheduler = make_optimizer(model, config, total_steps)
 
     output_dir = request.output_dir
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / RESOLVED_CONFIG).write_text(
-        f"# resolved training config (profile: {request.profile}); rerun with --profile {output_dir / RESOLVED_CONFIG}\n" + dump_config(config),
-        encoding="utf-8",
-    )
-    record_skips(output_dir, data.skipped, 0)
-    if data.skipped:
-        console.err.print(f"[yellow]skipped {len(data.skipped)} lines/utterances before training[/] (reasons in {output_dir / SKIPPED_FILE})")
-    optimizer, scheduler = make_optimizer(model, config, total_steps)
     state = TrainState(skipped_samples=len(data.skipped))
     resume_from = _resume_path(request)
     if resume_from is not None:
-        saved = ckpt.load_checkpoint(resume_from, model=model, optimizer=optimizer, scheduler=scheduler)
-        state = TrainState(**saved["train_state"])
-        ckpt.restore_rng_state(saved["rng"])
-        console.err.print(f"resumed from {resume_from} at step {state.step}")
-    metrics = MetricsWriter(output_dir / METRICS_FILE)
+        state = _resume(resume_from, model, forward_module, optimizer, scheduler, world)
+    elif world.is_main:
+        record_skips(output_dir, data.skipped, 0)
+    if world.is_main:
+        (output_dir / STOPPED_FILE).unlink(missing_ok=True)
+        if data.skipped and resume_from is None:
+            console.err.print(f"[yellow]skipped {len(data.skipped)} lines/utterances before training[/] (reasons in {output_dir / SKIPPED_FILE})")
+        if resume_from is not None:
+            console.err.print(f"resumed from {resume_from} at step {state.step} (epoch {state.epoch + 1}, batch {state.batch_in_epoch})")
+        if world.distributed:
+            console.err.print(f"{world.world_size} ranks, {world.strategy}, {world.device.type}")
+    metrics = MetricsWriter(output_dir / METRICS_FILE) if world.is_main else None
+    run = Run(request, config, world, bundle, data, forward_module, optimizer, scheduler, metrics, total_steps, autocast_dtype)
     try:
-        last_loss = fit(request, bundle, data, optimizer, scheduler, state, metrics, total_steps, device, autocast_dtype)
+        with faults.GracefulStop() as stop:
+            last_loss = fit(run, state, stop)
     finally:
-        metrics.close()
-    return finish(request, bundle, state, last_loss, started)
+        if metrics is not None:
+            metrics.close()
+    if stop.requested:
+        return _stopped(run, state, last_loss, stop.signal_name or "a signal", started)
+    return finish(request, bundle, state, last_loss, started, world, forward_module)
 
 
-def _validate_and_checkpoint(request: TrainRequest, bundle: ModelBundle, data: TrainData, optimizer: Any, scheduler: Any, state: TrainState, metrics: MetricsWriter, device: Any, autocast_dtype: Any) -> Validation | None:
-    config = request.config
-    result = validate(bundle.model, bundle, data.val_samples, config, device, autocast_dtype) if data.val_samples else None
-    set_train_mode(bundle.model, config.trainable)
-    if result is not None:
-        metrics.write({"kind": "validation", "step": state.step, "epoch": state.epoch, "val_loss": result.loss, "val_cer": result.cer, "val_utterances": len(data.val_samples), "val_from_train": data.val_from_train})
-    state.last_validated_step = state.step
-    ckpt.save_checkpoint(
-        request.output_dir,
-        state.step,
-        model=bundle.model,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        train_state=asdict(state),
-        sampler_state=data.sampler.state_dict() | {"start": state.batch_in_epoch},
-        val_cer=result.cer if result else None,
-        val_loss=result.loss if result else None,
+def _resume(path: Path, model: Any, forward_module: Any, optimizer: Any, scheduler: Any, world: dist_tools.World) -> TrainState:
+    """Weights, optimizer, scheduler, counters and this rank's RNG state from a checkpoint."""
+    saved = ckpt.restore_training(path, model=model, forward_module=forward_module, optimizer=optimizer, scheduler=scheduler, world=world)
+    state = TrainState(**saved["train_state"])
+    rng_states = saved["rng"] if isinstance(saved["rng"], list) else [saved["rng"]]
+    if len(rng_states) == world.world_size:
+        ckpt.restore_rng_state(rng_states[world.rank])
+    elif state.batch_in_epoch:
+        raise InputError(
+            f"{path}: written by {len(rng_states)} rank(s) in the middle of an epoch; resume it on {len(rng_states)} rank(s) "
+            "(each rank's place in the epoch depends on the number of ranks)"
+        )
+    else:
+        seed_everything(state.step * 1009 + world.rank)  # a new world size: fresh per-rank streams
+    return state
+
+
+def _stopped(run: Run, state: TrainState, last_loss: float | None, signal_name: str, started: float) -> TrainResult:
+    """The run was asked to stop: the checkpoint is written; say how to continue."""
+    command = faults.resume_command(os.environ.get(dist_tools.COMMAND_VARIABLE) or run.request.command)
+    if run.world.is_main:
+        latest = ckpt.list_checkpoints(run.request.output_dir)[-1].path
+        (run.request.output_dir / STOPPED_FILE).write_text(
+            json.dumps({"signal": signal_name, "step": state.step, "checkpoint": str(latest), "resume": command}, indent=2) + "\n", encoding="utf-8"
+        )
+    return TrainResult(
+        output_dir=run.request.output_dir,
+        steps=state.step,
+        final_loss=last_loss,
+        best_val_cer=None,
+        selected=[],
+        skipped_samples=state.skipped_samples,
+        seconds=time.monotonic() - started,
+        stopped_by=signal_name,
+        resume_command=command,
+        first_epoch_samples=state.first_epoch_samples,
     )
-    ckpt.prune_checkpoints(request.output_dir, keep_last=config.checkpoint.keep_last, keep_best=config.checkpoint.average_count)
+
+
+def _checkpoint(run: Run, state: TrainState, *, validation: bool = True) -> Validation | None:
+    """Validate (every rank runs the same decoding: FSDP needs them all) and write a checkpoint on rank 0."""
+    config, world, model = run.config, run.world, run.bundle.model
+    result = None
+    if validation and run.data.val_samples:
+        with dist_tools.full_parameters(run.forward_module, world):
+            result = validate(model, run.bundle, run.data.val_samples, config, world.device, run.autocast_dtype)
+        set_train_mode(model, config.trainable)
+    if result is not None and run.metrics is not None:
+        run.metrics.write({"kind": "validation", "step": state.step, "epoch": state.epoch, "val_loss": result.loss, "val_cer": result.cer, "val_utterances": len(run.data.val_samples), "val_from_train": run.data.val_from_train})
+    state.last_validated_step = state.step
+    weights, optimizer_state = ckpt.training_snapshot(model, run.forward_module, run.optimizer, world)
+    rng_states = dist_tools.gather_to_main(world, ckpt.rng_state())
+    if world.is_main:
+        ckpt.save_checkpoint(
+            run.request.output_dir,
+            state.step,
+            weights=weights,
+            optimizer_state=optimizer_state,
+            scheduler=run.scheduler,
+            train_state=asdict(state),
+            sampler_state=run.data.sampler.state_dict() | {"start": state.batch_in_epoch},
+            rng_states=rng_states,
+            optimizer_format=ckpt.optimizer_format_for(world),
+            world_size=world.world_size,
+            val_cer=result.cer if result else None,
+            val_loss=result.loss if result else None,
+        )
+        ckpt.prune_checkpoints(run.request.output_dir, keep_last=config.checkpoint.keep_last, keep_best=config.checkpoint.average_count)
     return result
 
 
-def _progress(request: TrainRequest) -> Any:
+def _progress(request: TrainRequest, world: dist_tools.World) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     return Progress(
@@ -648,72 +814,132 @@ def _progress(request: TrainRequest) -> Any:
         TextColumn("ETA"),
         TimeRemainingColumn(),
         console=console.err,
-        disable=not request.show_progress,
+        disable=not (request.show_progress and world.is_main),
         transient=False,
     )
 
 
-def fit(request: TrainRequest, bundle: ModelBundle, data: TrainData, optimizer: Any, scheduler: Any, state: TrainState, metrics: MetricsWriter, total_steps: int, device: Any, autocast_dtype: Any) -> float | None:
-    """The loop: epochs of accumulation groups; validate + checkpoint every N steps and per epoch."""
-    config = request.config
-    model = bundle.model
+def _loader_generator(seed: int, epoch: int, rank: int) -> Any:
+    import torch
+
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch * 1_009 + rank)
+
+
+def _note_skips(run: Run, state: TrainState, skips: list[Skip], any_rank_skipped: bool) -> None:
+    """Skipped samples of this step, from every rank, recorded once by rank 0."""
+    if not any_rank_skipped:
+        return
+    everyone = [skip for rank_skips in dist_tools.gather_to_main(run.world, skips) for skip in rank_skips]
+    if not run.world.is_main:
+        return
+    new = [skip for skip in everyone if skip.key not in state.skipped_keys]
+    state.skipped_keys += [skip.key for skip in new]
+    state.skipped_samples += len(new)
+    record_skips(run.request.output_dir, new, state.step)
+    for skip in new:
+        console.err.print(f"[yellow]skipped[/] {escape(skip.key)}: {escape(skip.reason)}", highlight=False)
+
+
+def fit(run: Run, state: TrainState, stop: faults.GracefulStop) -> float | None:
+    """The loop: epochs of accumulation groups; validate + checkpoint every N steps and per epoch.
+
+    Before each step the ranks sum four numbers: target tokens (the loss normaliser), ranks with
+    nothing readable (then all skip the step), ranks that saw new skipped samples, and ranks asked
+    to stop (then all checkpoint and return before the step).
+    """
+    config, world, data, model = run.config, run.world, run.data, run.bundle.model
     set_train_mode(model, config.trainable)
     last_loss: float | None = None
     window_seconds, window_start = 0.0, time.monotonic()
-    with _progress(request) as progress:
-        task = progress.add_task("train", total=total_steps, completed=state.step, epoch=state.epoch + 1, stats="")
-        while state.epoch < config.max_epochs and state.step < total_steps:
+    with _progress(run.request, world) as progress:
+        task = progress.add_task("train", total=run.total_steps, completed=state.step, epoch=state.epoch + 1, stats="")
+        while state.epoch < config.max_epochs and state.step < run.total_steps:
             data.sampler.set_epoch(state.epoch, start=state.batch_in_epoch)
-            batches = iter(make_loader(data.dataset, data.sampler, config.data.num_workers))
-            while state.step < total_steps:
+            loader = make_loader(data.dataset, data.sampler, config.data.num_workers, _loader_generator(config.seed, state.epoch, world.rank))
+            batches = iter(loader)
+            while state.step < run.total_steps:
                 group = _take(batches, config.optim.grad_accum_steps)
                 if not group:
                     break
-                state.batch_in_epoch += len(group)
-                skips = [s for b in group for s in b.skipped if s.key not in state.skipped_keys]
-                if skips:
-                    state.skipped_keys += [s.key for s in skips]
-                    state.skipped_samples += len(skips)
-                    record_skips(request.output_dir, skips, state.step)
-                    for skip in skips:
-                        console.err.print(f"[yellow]skipped[/] {escape(skip.key)}: {escape(skip.reason)}", highlight=False)
                 usable = [b for b in group if len(b)]
-                if not usable:
-                    continue
-                stats = train_step(model, optimizer, scheduler, usable, config, device, autocast_dtype)
+                skips = [s for b in group for s in b.skipped if s.key not in state.skipped_keys]
+                step_tokens, empty_ranks, skipping_ranks, stopping_ranks = dist_tools.sum_across(
+                    world, [sum(b.target_tokens for b in usable), 0 if usable else 1, 1 if skips else 0, 1 if stop.requested else 0]
+                )
+                if stopping_ranks:
+                    # This group is not consumed: the checkpoint resumes at its first batch.
+                    if state.last_validated_step != state.step:
+                        _checkpoint(run, state, validation=False)
+                    stop.signal_name = stop.signal_name or "a signal on another rank"
+                    return last_loss
+                state.batch_in_epoch += len(group)
+                _note_skips(run, state, skips, skipping_ranks > 0)
+                if empty_ranks:
+                    continue  # some rank has no readable sample in this group: every rank skips it
+                stats = train_step(run.forward_module, run.optimizer, run.scheduler, usable, config, world=world, step_target_tokens=int(step_tokens))
+                loss, seconds, samples = dist_tools.sum_across(world, [stats.loss, stats.audio_seconds, sum(len(b) for b in usable)])
                 state.step += 1
-                state.audio_seconds += stats.audio_seconds
-                window_seconds += stats.audio_seconds
-                if stats.skipped:
-                    state.nonfinite_steps += 1
-                    console.err.print(f"[yellow]step {state.step}: non-finite loss or gradient, update skipped[/]")
-                last_loss = stats.loss
+                state.audio_seconds += seconds
+                window_seconds += seconds
+                if state.epoch == 0:
+                    state.first_epoch_samples += int(samples)
+                _count_nonfinite(state, stats, loss, config)
+                last_loss = loss
                 rate = window_seconds / max(time.monotonic() - window_start, 1e-9)
-                progress.update(task, completed=state.step, epoch=state.epoch + 1, stats=f"loss {stats.loss:.3f}  lr {stats.lr:.2e}  {rate:.0f} audio-s/s  pad {stats.padding_fraction:.0%}")
-                if state.step % config.log_every == 0 or state.step == 1:
-                    metrics.write({"kind": "train", "step": state.step, "epoch": state.epoch, "loss": stats.loss, "lr": stats.lr, "grad_norm": stats.grad_norm, "audio_seconds_per_second": rate, "padding_fraction": stats.padding_fraction, "elapsed_s": time.monotonic() - window_start, "skipped_samples": state.skipped_samples})
+                progress.update(task, completed=state.step, epoch=state.epoch + 1, stats=f"loss {loss:.3f}  lr {stats.lr:.2e}  {rate:.0f} audio-s/s  pad {stats.padding_fraction:.0%}")
+                if run.metrics is not None and (state.step % config.log_every == 0 or state.step == 1):
+                    run.metrics.write({"kind": "train", "step": state.step, "epoch": state.epoch, "loss": loss, "lr": stats.lr, "grad_norm": stats.grad_norm, "audio_seconds_per_second": rate, "padding_fraction": stats.padding_fraction, "elapsed_s": time.monotonic() - window_start, "skipped_samples": state.skipped_samples, "nonfinite_steps": state.nonfinite_steps})
                 if config.validation.every_steps and state.step % config.validation.every_steps == 0:
-                    _validate_and_checkpoint(request, bundle, data, optimizer, scheduler, state, metrics, device, autocast_dtype)
-            if state.step >= total_steps and state.batch_in_epoch < len(data.sampler.epoch_batches(state.epoch)):
+                    _checkpoint(run, state)
+            if state.step >= run.total_steps and state.batch_in_epoch < len(data.sampler.epoch_batches(state.epoch)):
                 break  # stopped by max_steps inside the epoch; the counters say where
             state.epoch += 1
             state.batch_in_epoch = 0
             if state.last_validated_step != state.step:
-                result = _validate_and_checkpoint(request, bundle, data, optimizer, scheduler, state, metrics, device, autocast_dtype)
-                if result is not None:
+                result = _checkpoint(run, state)
+                if result is not None and world.is_main:
                     console.err.print(f"epoch {state.epoch}: step {state.step}, val loss {result.loss:.3f}, val CER {result.cer:.2%}")
         if state.last_validated_step != state.step:
-            _validate_and_checkpoint(request, bundle, data, optimizer, scheduler, state, metrics, device, autocast_dtype)
+            _checkpoint(run, state)
     return last_loss
 
 
-def finish(request: TrainRequest, bundle: ModelBundle, state: TrainState, last_loss: float | None, started: float) -> TrainResult:
-    """Write model.pt from the selected checkpoint(s) and the rest of the model directory."""
+def _count_nonfinite(state: TrainState, stats: StepStats, loss: float, config: TrainConfig) -> None:
+    """A non-finite step was skipped; too many in a row means training has diverged: stop."""
+    if not stats.skipped:
+        state.nonfinite_in_a_row = 0
+        return
+    state.nonfinite_steps += 1
+    state.nonfinite_in_a_row += 1
+    console.err.print(f"[yellow]step {state.step}: non-finite loss or gradient (loss {loss}, grad norm {stats.grad_norm}), update skipped[/]")
+    limit = config.optim.max_nonfinite_steps
+    if state.nonfinite_in_a_row >= limit:
+        raise TrainingError(
+            f"{state.nonfinite_in_a_row} optimizer steps in a row had a non-finite loss or gradient (up to step {state.step}); "
+            f"training has diverged. Lower optim.lr, check the data, or raise optim.max_nonfinite_steps (now {limit}). "
+            "The last checkpoint holds finite weights."
+        )
+
+
+def finish(
+    request: TrainRequest,
+    bundle: ModelBundle,
+    state: TrainState,
+    last_loss: float | None,
+    started: float,
+    world: dist_tools.World | None = None,
+    forward_module: Any = None,
+) -> TrainResult:
+    """Write model.pt from the selected checkpoint(s) and the rest of the model directory (rank 0)."""
     config = request.config
-    weights, chosen = ckpt.selected_weights(request.output_dir, config.checkpoint.select)
-    ckpt.write_model_dir(request.output_dir, bundle.model_dir, _full_state(bundle.model, bundle, weights))
-    _copy_prompt_policy(request)
-    _write_curves(request.output_dir)
+    # Under FSDP the frozen weights are sharded too: gather them whole (every rank takes part).
+    whole = ckpt.whole_weights(forward_module, world) if world is not None and world.sharded else {}
+    chosen = ckpt.selected_checkpoints(request.output_dir, config.checkpoint.select)
+    if world is None or world.is_main:
+        weights, chosen = ckpt.selected_weights(request.output_dir, config.checkpoint.select)
+        ckpt.write_model_dir(request.output_dir, bundle.model_dir, _full_state(bundle.model, bundle, weights, whole))
+        _copy_prompt_policy(request)
+        _write_curves(request.output_dir)
     best = [c.val_cer for c in chosen if c.val_cer is not None]
     summary = TrainResult(
         output_dir=request.output_dir,
@@ -723,6 +949,8 @@ def finish(request: TrainRequest, bundle: ModelBundle, state: TrainState, last_l
         selected=[c.path.name for c in chosen],
         skipped_samples=state.skipped_samples,
         seconds=time.monotonic() - started,
+        first_epoch_samples=state.first_epoch_samples,
     )
-    (request.output_dir / "train_summary.json").write_text(json.dumps({**asdict(summary), "output_dir": str(summary.output_dir)}, indent=2) + "\n", encoding="utf-8")
+    if world is None or world.is_main:
+        (request.output_dir / "train_summary.json").write_text(json.dumps({**asdict(summary), "output_dir": str(summary.output_dir)}, indent=2) + "\n", encoding="utf-8")
     return summary

@@ -1,0 +1,110 @@
+"""Several ranks: sharding without a process group, and 2 gloo ranks on CPU (torchrun on
+127.0.0.1) giving the same weights as one rank with the same global batch, with DDP and FSDP2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from speech_fixtures import make_corpus, write_jsonl
+from speechft.train.data import TokenBatchSampler, split_for_ranks
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 4])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ranks_cover_each_epoch_once_with_equal_batch_counts(world_size: int, seed: int) -> None:
+    lengths = [50 + (index * 37) % 400 for index in range(101)]
+    for epoch in range(3):
+        shards = [
+            TokenBatchSampler(lengths, token_budget=900, max_utterances=4, sort_buffer=16, seed=seed, rank=rank, world_size=world_size).epoch_batches(epoch)
+            for rank in range(world_size)
+        ]
+        assert len({len(shard) for shard in shards}) == 1, [len(shard) for shard in shards]
+        seen = sorted(index for shard in shards for batch in shard for index in batch)
+        assert seen == list(range(len(lengths)))  # disjoint and complete
+
+
+def test_split_for_ranks_only_halves_batches() -> None:
+    batches = [[0, 1, 2, 3], [4], [5, 6]]
+    split = split_for_ranks(batches, 4)
+    assert len(split) == 4 and sorted(i for b in split for i in b) == list(range(7))
+    assert split_for_ranks([[0], [1], [2]], 2) == [[0], [1], [2]]  # nothing to halve: caller drops one
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from speechft.model.tiny import build_tiny_model_dir
+
+    return build_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("corpus")
+    return write_jsonl(root / "train.jsonl", make_corpus(root / "wav", 8))
+
+
+COMMON = [
+    "trainable=adaptor,llm",  # no dropout in these: ranks and one process draw no random numbers
+    "data.num_workers=0",
+    "data.dither=0",
+    "data.max_utterances_per_batch=1",
+    "max_epochs=2",
+    "optim.lr=3e-3",
+    "schedule.warmup_fraction=0",
+    "validation.max_utterances=1",
+    "validation.max_new_tokens=2",
+    "log_every=1",
+]
+
+
+def run_speechft(arguments: list[str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    environment = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    return subprocess.run([sys.executable, "-m", "speechft", *arguments], capture_output=True, text=True, timeout=timeout, env=environment)
+
+
+def last_weights(run_dir: Path) -> dict:
+    from speechft.train.checkpoint import TRAINABLE_FILE, list_checkpoints
+
+    return torch.load(list_checkpoints(run_dir)[-1].path / TRAINABLE_FILE)
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_ranks_match_one_rank_with_the_same_global_batch(tiny_dir: Path, corpus: Path, tmp_path: Path, strategy: str) -> None:
+    from speechft.model.build import load_model
+    from speechft.train.config import load_config
+    from speechft.train.data import TrainSource
+    from speechft.train.entry import profiles_dir
+    from speechft.train.loop import TrainRequest, run_training
+
+    two = tmp_path / "two"
+    result = run_speechft(
+        ["train", "--profile", "small-data", "--model-dir", str(tiny_dir), "--train", str(corpus), "--output-dir", str(two),
+         "--quiet", "--nproc-per-node", "2", *COMMON, "optim.grad_accum_steps=1", f"distributed.strategy={strategy}"]
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    one = tmp_path / "one"
+    # One rank taking both halves of each step as two accumulated micro-batches.
+    config = load_config(profiles_dir() / "small-data.yaml", [*COMMON, "optim.grad_accum_steps=2"])
+    single = run_training(TrainRequest(model_dir=tiny_dir, train=(TrainSource(corpus),), output_dir=one, config=config, show_progress=False))
+    assert single.steps == 8
+
+    ours, reference = last_weights(two), last_weights(one)
+    assert set(ours) == set(reference) and any(name.startswith("llm.") for name in ours)
+    # Summation order differs between one process and two, so only float tolerance is expected.
+    # The loosest parameter is the attention key bias: softmax ignores it, its true gradient is 0,
+    # and AdamW scales the rounding noise of that gradient up to steps of order lr.
+    for name, tensor in reference.items():
+        torch.testing.assert_close(ours[name], tensor, rtol=1e-3, atol=1e-4, msg=name)
+    # The model directory holds every weight whole, sharded or not.
+    state = torch.load(two / "model.pt")
+    assert {name: tuple(value.shape) for name, value in state.items()} == {name: tuple(value.shape) for name, value in torch.load(one / "model.pt").items()}
+    load_model(two)
