@@ -70,6 +70,9 @@ def encode_audio(model: Any, speech: Any, speech_lengths: Any, *, track_grad: bo
     encoder_lengths = encoder_lengths.to(encoder_out.device)
     valid = torch.arange(encoder_out.shape[1], device=encoder_out.device)[None, :] < encoder_lengths[:, None]
     encoder_out = encoder_out * valid[:, :, None].to(encoder_out.dtype)
+    # A batch padded past its longest utterance (fixed bucket shapes) is cut back here: the
+    # adaptor sizes its attention mask by the longest length, not by the tensor.
+    encoder_out = encoder_out[:, : int(encoder_lengths.max())]
     adaptor_trainable = track_grad and any(p.requires_grad for p in model.audio_adaptor.parameters())
     with torch.set_grad_enabled(adaptor_trainable or encoder_trainable):
         adaptor_out, _ = model.audio_adaptor(encoder_out, encoder_lengths)

@@ -82,6 +82,10 @@ class DataConfig:
     """Loader processes that read audio and compute features (0: in the training process)."""
     dither: float | None = None
     """Training dither of the fbank frontend; null keeps the model's frontend_conf (funasr's default 1.0)."""
+    speech_buckets: tuple[int, ...] = ()
+    """Pad each batch's feature axis up to the smallest of these sizes (LFR frames, 60 ms each) that fits, so batches come in a few shapes a GPU or torch.compile plans once; [] pads to the longest utterance (fastest on CPU)."""
+    token_buckets: tuple[int, ...] = ()
+    """The same for the LLM token axis (prompt + audio tokens + transcript); [] pads to the longest."""
 
     def __post_init__(self) -> None:
         _check(self.token_budget > 0, "data.token_budget", "must be > 0")
@@ -90,6 +94,9 @@ class DataConfig:
         _check(self.sort_buffer >= 1, "data.sort_buffer", "must be >= 1")
         _check(self.num_workers >= 0, "data.num_workers", "must be >= 0")
         _check(self.dither is None or self.dither >= 0, "data.dither", "must be >= 0 or null")
+        for name in ("speech_buckets", "token_buckets"):
+            sizes = getattr(self, name)
+            _check(all(size > 0 for size in sizes) and list(sizes) == sorted(set(sizes)), f"data.{name}", "must be positive sizes in increasing order")
 
 
 @dataclass(frozen=True)
@@ -155,6 +162,10 @@ class TrainConfig:
     """auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32."""
     log_every: int = 10
     """Write a metrics line every this many optimizer steps."""
+    compile: bool = False
+    """torch.compile the encoder and the LLM (minutes of compiling first; measured slower on CPU; on GPU pair it with data.speech_buckets/token_buckets)."""
+    activation_checkpointing: bool = False
+    """Recompute encoder and LLM layer activations during backward instead of keeping them: less memory, more compute."""
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     data: DataConfig = field(default_factory=DataConfig)

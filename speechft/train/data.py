@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import random
@@ -31,6 +32,8 @@ from speechft.model.build import audio_token_count
 from speechft.model.inputs import IGNORE_INDEX, compute_features, prompt_ids, target_ids
 
 SAMPLE_RATE = 16000
+# fbank frames per LFR frame (the released frontend's lfr_n): the feature axis a batch pads.
+LFR_STRIDE = 6
 SPEECH_PATTERN = re.compile(r"^(?P<prompt>.*?)<\|startofspeech\|>(?P<audio>.*?)<\|endofspeech\|>(?P<suffix>.*)$", re.S)
 
 
@@ -56,6 +59,13 @@ class Utterance:
     @property
     def seconds(self) -> float:
         return self.speech_frames / 100.0
+
+    @property
+    def sort_key(self) -> tuple[int, int]:
+        """Batches pad two axes, LFR frames and LLM tokens (prompt + audio tokens + transcript).
+        Sorting by LFR frames, then transcript tokens, lines both up; sorting by their sum lets
+        utterances of one frame count interleave with long and short transcripts."""
+        return (-(-self.speech_frames // LFR_STRIDE), self.text_tokens)
 
 
 @dataclass(frozen=True)
@@ -237,12 +247,26 @@ class Sample:
 
 
 class SpeechDataset:
-    """Index -> Sample (or Skip if its audio cannot be used). Picklable for loader workers."""
+    """Index -> Sample (or Skip if its audio cannot be used). Picklable for loader workers.
 
-    def __init__(self, utterances: Sequence[Utterance], tokenizer: Any, frontend: Any) -> None:
+    `speech_buckets` / `token_buckets` are the batch shapes the training loader pads to (see
+    :func:`collate`); features are computed here, so in the loader's worker processes.
+    """
+
+    def __init__(
+        self,
+        utterances: Sequence[Utterance],
+        tokenizer: Any,
+        frontend: Any,
+        *,
+        speech_buckets: Sequence[int] = (),
+        token_buckets: Sequence[int] = (),
+    ) -> None:
         self.utterances = list(utterances)
         self.tokenizer = tokenizer
         self.frontend = frontend
+        self.speech_buckets = tuple(speech_buckets)
+        self.token_buckets = tuple(token_buckets)
 
     def __len__(self) -> int:
         return len(self.utterances)
@@ -302,7 +326,18 @@ class Batch:
         return len(self.keys)
 
 
-def collate(items: Sequence[Sample | Skip]) -> Batch:
+def bucket_size(length: int, sizes: Sequence[int]) -> int:
+    """The smallest of the ascending `sizes` that holds `length`; `length` itself past the largest."""
+    for size in sizes:
+        if size >= length:
+            return size
+    return length
+
+
+def collate(items: Sequence[Sample | Skip], speech_buckets: Sequence[int] = (), token_buckets: Sequence[int] = ()) -> Batch:
+    """Pad samples into a :class:`Batch`: each axis to its longest sample, or up to the smallest
+    of `speech_buckets` (LFR frames) / `token_buckets` (LLM tokens) that fits, so that batches
+    come in a few fixed shapes. Extra padding is masked and does not change the loss."""
     import torch
 
     samples = [item for item in items if isinstance(item, Sample)]
@@ -310,7 +345,7 @@ def collate(items: Sequence[Sample | Skip]) -> Batch:
     if not samples:
         empty = torch.zeros(0, dtype=torch.long)
         return Batch([], empty, empty, empty, torch.zeros(0, 0, 0), empty, empty, empty, 0.0, 0, 0.0, [], skipped)
-    width = max(len(s.input_ids) for s in samples)
+    width = bucket_size(max(len(s.input_ids) for s in samples), token_buckets)
     count = len(samples)
     input_ids = torch.zeros((count, width), dtype=torch.long)
     attention_mask = torch.zeros((count, width), dtype=torch.long)
@@ -321,6 +356,9 @@ def collate(items: Sequence[Sample | Skip]) -> Batch:
         attention_mask[row, :length] = 1
         labels[row, :length] = torch.tensor(sample.labels)
     speech = torch.nn.utils.rnn.pad_sequence([s.features for s in samples], batch_first=True)
+    frames = bucket_size(int(speech.shape[1]), speech_buckets)
+    if frames > speech.shape[1]:
+        speech = torch.nn.functional.pad(speech, (0, 0, 0, frames - int(speech.shape[1])))
     speech_lengths = torch.tensor([int(s.features.shape[0]) for s in samples], dtype=torch.long)
     real = int(attention_mask.sum()) + int(speech_lengths.sum())
     padded = count * width + count * int(speech.shape[1])
@@ -341,12 +379,16 @@ def collate(items: Sequence[Sample | Skip]) -> Batch:
     )
 
 
-def token_budget_batches(order: Sequence[int], lengths: Sequence[int], *, token_budget: int, max_utterances: int, sort_buffer: int) -> list[list[int]]:
-    """Cut `order` into batches: within each buffer of `sort_buffer` indices sorted by length,
-    add utterances while `longest x count <= token_budget` and `count <= max_utterances`."""
+def token_budget_batches(
+    order: Sequence[int], lengths: Sequence[int], *, token_budget: int, max_utterances: int, sort_buffer: int, sort_keys: Sequence[Any] | None = None
+) -> list[list[int]]:
+    """Cut `order` into batches: within each buffer of `sort_buffer` indices sorted by `sort_keys`
+    (default: `lengths`), add utterances while `longest x count <= token_budget` and
+    `count <= max_utterances`, `longest` being the batch's largest `lengths` value."""
+    keys = lengths if sort_keys is None else sort_keys
     batches: list[list[int]] = []
     for begin in range(0, len(order), sort_buffer):
-        bucket = sorted(order[begin : begin + sort_buffer], key=lambda index: (lengths[index], index))
+        bucket = sorted(order[begin : begin + sort_buffer], key=lambda index: (keys[index], index))
         current: list[int] = []
         longest = 0
         for index in bucket:
@@ -400,10 +442,13 @@ class TokenBatchSampler:
         shuffle: bool = True,
         rank: int = 0,
         world_size: int = 1,
+        sort_keys: Sequence[Any] | None = None,
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world size {world_size}")
         self.lengths = list(lengths)
+        # What buffers are sorted by (Utterance.sort_key); the budget still counts `lengths`.
+        self.sort_keys = list(sort_keys) if sort_keys is not None else None
         self.token_budget = token_budget
         self.max_utterances = max_utterances
         self.sort_buffer = sort_buffer
@@ -440,6 +485,7 @@ class TokenBatchSampler:
             token_budget=self.token_budget,
             max_utterances=self.max_utterances,
             sort_buffer=self.sort_buffer if self.shuffle else max(1, len(self.lengths)),
+            sort_keys=self.sort_keys,
         )
         if self.shuffle:
             self._rng(epoch).shuffle(batches)
@@ -478,7 +524,7 @@ def make_loader(dataset: SpeechDataset, sampler: TokenBatchSampler, num_workers:
     return torch.utils.data.DataLoader(
         dataset,
         batch_sampler=sampler,
-        collate_fn=collate,
+        collate_fn=functools.partial(collate, speech_buckets=dataset.speech_buckets, token_buckets=dataset.token_buckets),
         num_workers=num_workers,
         worker_init_fn=_worker_init if num_workers else None,
         persistent_workers=False,

@@ -49,6 +49,7 @@ from speechft.train.data import (
     make_loader,
     read_manifest,
 )
+from speechft.train.speed import apply_speed_switches
 
 MODULE_ATTRIBUTES = {"encoder": "audio_encoder", "adaptor": "audio_adaptor", "llm": "llm"}
 RESOLVED_CONFIG = "train_config.yaml"
@@ -251,12 +252,13 @@ def prepare_data(request: TrainRequest, bundle: ModelBundle, world: dist_tools.W
     config = request.config
     utterances, groups, weights, skipped = _read_sources(request.train, bundle.tokenizer, config)
     train_frontend = build_frontend(bundle.config, dither=config.data.dither)
-    dataset = SpeechDataset(utterances, bundle.tokenizer, train_frontend)
+    dataset = SpeechDataset(utterances, bundle.tokenizer, train_frontend, speech_buckets=config.data.speech_buckets, token_buckets=config.data.token_buckets)
     sampler = TokenBatchSampler(
         [u.batch_tokens for u in utterances],
         token_budget=config.data.token_budget,
         max_utterances=config.data.max_utterances_per_batch,
         sort_buffer=config.data.sort_buffer,
+        sort_keys=[u.sort_key for u in utterances],
         seed=config.seed,
         groups=groups,
         weights=weights,
@@ -307,7 +309,8 @@ def batch_loss_sum(model: Any, batch: Batch, device: Any, autocast_dtype: Any, *
             batch.audio_token_counts,
             track_grad=track_grad,
         )
-        hidden = model.llm.model(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
+        # No KV cache: training never reuses it, and a recomputed (checkpointed) layer would append to it twice.
+        hidden = model.llm.model(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
         targets = labels[:, 1:]
         keep = targets != IGNORE_INDEX
         logits = model.llm.get_output_embeddings()(hidden[:, :-1][keep])
@@ -692,6 +695,7 @@ def _train(request: TrainRequest, config: TrainConfig, world: dist_tools.World, 
     bundle = load_model(request.model_dir, device=str(device), allow_missing=request.allow_missing)
     model = bundle.model
     counts = apply_trainable(model, config.trainable)
+    apply_speed_switches(model, config)
     trainable_parameters = sum(count.trainable for count in counts.values())
     if world.is_main:
         model_bytes = sum(parameter.numel() * 4 for parameter in model.parameters())

@@ -1,0 +1,233 @@
+"""Training speed features: fixed batch shapes, length sorting, the compile / activation
+checkpointing switches, features computed in loader workers, frozen modules without gradients,
+and the throughput written to metrics.jsonl. Behaviour only, no timings."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from speech_fixtures import make_corpus, write_jsonl
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from speechft.model.tiny import build_tiny_model_dir
+
+    return build_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("corpus")
+    return write_jsonl(root / "train.jsonl", make_corpus(root / "wav", 6))
+
+
+@pytest.fixture(scope="module")
+def bundle_and_samples(tiny_dir: Path, corpus: Path):
+    from speechft.model.build import load_model
+    from speechft.train.data import SpeechDataset, read_manifest
+
+    bundle = load_model(tiny_dir)
+    utterances, _ = read_manifest(corpus)
+    dataset = SpeechDataset(utterances, bundle.tokenizer, bundle.frontend)
+    return bundle, [dataset[index] for index in range(len(dataset))]
+
+
+def _config(*overrides: str):
+    from speechft.train.config import load_config
+    from speechft.train.entry import profiles_dir
+
+    return load_config(profiles_dir() / "small-data.yaml", ["data.num_workers=0", *overrides])
+
+
+def test_bucket_size_picks_the_smallest_that_fits() -> None:
+    from speechft.train.data import bucket_size
+
+    assert bucket_size(7, ()) == 7
+    assert bucket_size(7, (8, 16, 32)) == 8
+    assert bucket_size(8, (8, 16, 32)) == 8
+    assert bucket_size(9, (8, 16, 32)) == 16
+    assert bucket_size(40, (8, 16, 32)) == 40  # past the largest: the batch's own length
+
+
+def test_bucket_config_parses_and_rejects_unordered(tmp_path: Path) -> None:
+    from speechft.errors import ConfigError
+
+    config = _config("data.speech_buckets=[16,32,64]", "data.token_buckets=64,128", "compile=true", "activation_checkpointing=true")
+    assert config.data.speech_buckets == (16, 32, 64)
+    assert config.data.token_buckets == (64, 128)
+    assert config.compile is True and config.activation_checkpointing is True
+    default = _config()
+    assert default.data.speech_buckets == () and default.compile is False and default.activation_checkpointing is False
+    with pytest.raises(ConfigError, match="data.speech_buckets"):
+        _config("data.speech_buckets=[32,16]")
+    with pytest.raises(ConfigError, match="compile"):
+        _config("compile=maybe")
+
+
+def test_bucketed_batches_have_fixed_shapes_and_the_same_loss(bundle_and_samples) -> None:
+    from speechft.train.data import collate
+    from speechft.train.loop import batch_loss_sum
+
+    bundle, samples = bundle_and_samples
+    plain = collate(samples[:3])
+    padded = collate(samples[:3], speech_buckets=(4, 64, 128), token_buckets=(40, 96, 200))
+    assert padded.speech.shape[1] == 64 and padded.input_ids.shape[1] == 96
+    assert plain.speech.shape[1] < 64 and plain.input_ids.shape[1] < 96
+    assert torch.equal(padded.speech_lengths, plain.speech_lengths)
+    assert padded.padding_fraction > plain.padding_fraction
+    assert padded.target_tokens == plain.target_tokens
+    model, device = bundle.model, torch.device("cpu")
+    model.eval()
+    with torch.no_grad():
+        expected = batch_loss_sum(model, plain, device, None, track_grad=False)
+        actual = batch_loss_sum(model, padded, device, None, track_grad=False)
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_loader_pads_to_the_dataset_buckets(bundle_and_samples, corpus: Path) -> None:
+    from speechft.train.data import SpeechDataset, TokenBatchSampler, make_loader, read_manifest
+
+    bundle, _ = bundle_and_samples
+    utterances, _ = read_manifest(corpus)
+    dataset = SpeechDataset(utterances, bundle.tokenizer, bundle.frontend, speech_buckets=(64,), token_buckets=(128,))
+    sampler = TokenBatchSampler([u.batch_tokens for u in utterances], token_budget=400, max_utterances=2, seed=0)
+    shapes = {(tuple(b.speech.shape[1:]), b.input_ids.shape[1]) for b in make_loader(dataset, sampler, 0)}
+    assert shapes == {((64, 560), 128)}
+
+
+def test_sort_keys_order_buffers_and_the_budget_still_counts_lengths() -> None:
+    from speechft.train.data import TokenBatchSampler, Utterance, token_budget_batches
+
+    def utterance(frames: int, tokens: int) -> Utterance:
+        return Utterance("k", "a.wav", "s", "p", "", "t", frames, tokens, "here")
+
+    # Same LFR frame count (ceil(frames / 6)), transcripts long and short: sorting by the sum
+    # interleaves them, sorting by (LFR frames, tokens) pairs like with like.
+    utterances = [utterance(600, 1), utterance(595, 7), utterance(599, 4), utterance(595, 10)]
+    assert len({u.sort_key[0] for u in utterances}) == 1
+    lengths = [u.batch_tokens for u in utterances]
+    by_sum = token_budget_batches([0, 1, 2, 3], lengths, token_budget=10_000, max_utterances=2, sort_buffer=4)
+    by_key = token_budget_batches([0, 1, 2, 3], lengths, token_budget=10_000, max_utterances=2, sort_buffer=4, sort_keys=[u.sort_key for u in utterances])
+    assert by_sum == [[0, 1], [2, 3]]  # transcripts of 1 and 7 tokens, then 4 and 10
+    assert by_key == [[0, 2], [1, 3]]  # 1 and 4, then 7 and 10
+    # The budget is longest x count over `lengths`, whatever the order.
+    tight = token_budget_batches([0, 1, 2, 3], lengths, token_budget=1210, max_utterances=10, sort_buffer=4, sort_keys=[u.sort_key for u in utterances])
+    assert all(max(lengths[i] for i in batch) * len(batch) <= 1210 for batch in tight)
+    sampler = TokenBatchSampler(lengths, token_budget=10_000, max_utterances=2, seed=3, sort_keys=[u.sort_key for u in utterances])
+    assert sorted(map(sorted, sampler.epoch_batches(0))) == [[0, 2], [1, 3]]
+
+
+def test_activation_checkpointing_keeps_gradients_and_is_used(tiny_dir: Path, bundle_and_samples, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch.utils.checkpoint
+
+    from speechft.model.build import load_model
+    from speechft.train import speed
+    from speechft.train.data import collate
+    from speechft.train.loop import apply_trainable, batch_loss_sum
+
+    _, samples = bundle_and_samples
+    batch = collate(samples[:3])
+    device = torch.device("cpu")
+
+    def gradients(checkpointing: bool) -> dict[str, torch.Tensor]:
+        model = load_model(tiny_dir).model
+        apply_trainable(model, ("encoder", "adaptor", "llm"))
+        model.eval()  # no dropout: the two runs must be comparable number for number
+        if checkpointing:
+            assert speed.enable_activation_checkpointing(model) == len(speed.repeated_layers(model))
+            assert speed.enable_activation_checkpointing(model) == 0  # idempotent
+        batch_loss_sum(model, batch, device, None, track_grad=True).backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    calls = []
+    original = torch.utils.checkpoint.checkpoint
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", lambda *a, **k: calls.append(1) or original(*a, **k))
+    expected = gradients(False)
+    assert not calls
+    actual = gradients(True)
+    assert calls
+    assert expected.keys() == actual.keys() and any(name.startswith("audio_encoder.") for name in actual)
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=1e-4, atol=1e-6)
+
+
+def test_compile_switch_compiles_encoder_and_llm_in_place(tiny_dir: Path) -> None:
+    from speechft.model.build import load_model
+    from speechft.train.speed import apply_speed_switches
+
+    model = load_model(tiny_dir).model
+    keys = list(model.state_dict())
+    apply_speed_switches(model, _config())
+    assert model.audio_encoder._compiled_call_impl is None
+    apply_speed_switches(model, _config("compile=true"))
+    assert model.audio_encoder._compiled_call_impl is not None
+    assert model.llm.model._compiled_call_impl is not None
+    assert list(model.state_dict()) == keys  # checkpoints keep their names
+
+
+class _WhereDataset:
+    """Records which process computed each item (module level: loader workers import it)."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+        self.speech_buckets = dataset.speech_buckets
+        self.token_buckets = dataset.token_buckets
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        sample = self.dataset[index]
+        sample.key = str(os.getpid())
+        return sample
+
+
+def test_features_are_computed_in_loader_workers(bundle_and_samples, corpus: Path) -> None:
+    from speechft.train.data import SpeechDataset, TokenBatchSampler, make_loader, read_manifest
+
+    bundle, _ = bundle_and_samples
+    utterances, _ = read_manifest(corpus)
+    dataset = _WhereDataset(SpeechDataset(utterances, bundle.tokenizer, bundle.frontend))
+    sampler = TokenBatchSampler([u.batch_tokens for u in utterances], token_budget=400, max_utterances=3, seed=0)
+    pids = {key for batch in make_loader(dataset, sampler, 1) for key in batch.keys}
+    assert pids and str(os.getpid()) not in pids
+
+
+@pytest.mark.parametrize("trainable, encoder_grad", [(("adaptor",), False), (("encoder", "adaptor"), True)])
+def test_frozen_encoder_runs_without_grad_and_optimizer_holds_trainable_only(tiny_dir: Path, bundle_and_samples, trainable, encoder_grad: bool) -> None:
+    from speechft.model.build import load_model
+    from speechft.train.data import collate
+    from speechft.train.loop import apply_trainable, batch_loss_sum, make_optimizer, set_train_mode
+
+    _, samples = bundle_and_samples
+    model = load_model(tiny_dir).model
+    counts = apply_trainable(model, trainable)
+    set_train_mode(model, trainable)
+    seen = []
+    model.audio_encoder.register_forward_hook(lambda module, inputs, output: seen.append((torch.is_grad_enabled(), module.training)))
+    batch_loss_sum(model, collate(samples[:2]), torch.device("cpu"), None, track_grad=True).backward()
+    assert seen == [(encoder_grad, encoder_grad)]  # frozen: no autograd graph and no dropout
+    optimizer, _ = make_optimizer(model, _config(), 10)
+    held = sum(p.numel() for group in optimizer.param_groups for p in group["params"])
+    assert held == sum(c.trainable for c in counts.values())
+    assert all(p.requires_grad for group in optimizer.param_groups for p in group["params"])
+
+
+@pytest.mark.slow
+def test_training_logs_throughput_and_padding(tiny_dir: Path, corpus: Path, tmp_path: Path) -> None:
+    from speechft.train.data import TrainSource
+    from speechft.train.loop import TrainRequest, run_training
+
+    config = _config("max_steps=3", "log_every=1", "data.token_budget=400", "data.max_utterances_per_batch=2", "validation.every_steps=0", "validation.max_utterances=2", "data.speech_buckets=[32,64]")
+    run_training(TrainRequest(model_dir=tiny_dir, train=(TrainSource(corpus),), output_dir=tmp_path / "run", config=config, show_progress=False))
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    train = [r for r in records if r["kind"] == "train"]
+    assert len(train) == 3
+    assert all(r["audio_seconds_per_second"] > 0 and 0 <= r["padding_fraction"] < 1 for r in train)
