@@ -176,11 +176,13 @@ def test_order_preserved_across_workers_and_split(tmp_path, tokenizer_dir) -> No
 def test_segments(tmp_path, tokenizer_dir) -> None:
     write_wav(tmp_path / "rec1.wav", 3.0, sample_rate=8000, channels=2)
     write_wav(tmp_path / "rec3.wav", 1.0)
-    write_lines(tmp_path / "wav.scp", [f"rec1 {tmp_path}/rec1.wav", f"rec3 {tmp_path}/rec3.wav"])
+    write_wav(tmp_path / "rec4.wav", 1.2)
+    write_lines(tmp_path / "wav.scp", [f"rec1 {tmp_path}/rec1.wav", f"rec3 {tmp_path}/rec3.wav", f"rec4 {tmp_path}/rec4.wav"])
     write_lines(tmp_path / "segments", [
         "s1 rec1 0.0 1.0", "s2 rec1 1.0 2.5", "s3 rec1 2.9 4.0", "s4 rec2 0 1", "s5 rec1 a b", "s6 rec1 2.5 -1",
+        "s7 rec4 0.2 1.2",
     ])
-    write_lines(tmp_path / "text", [f"s{index} 第{index}段" for index in range(1, 7)])
+    write_lines(tmp_path / "text", [f"s{index} 第{index}段" for index in range(1, 8)])
     run = options(tmp_path, tokenizer_dir, segments=tmp_path / "segments", audio_out=tmp_path / "cut", jobs=2)
     summary = prepare(run)
     rejects = read_rejects(tmp_path / "out" / "train.rejects.tsv")
@@ -188,15 +190,15 @@ def test_segments(tmp_path, tokenizer_dir) -> None:
         "s3": "bad_segment", "s4": "no_audio", "s5": "bad_line", "rec3": "no_segments",
     }
     lines = read_jsonl(tmp_path / "out" / "train.jsonl")
-    assert [line["key"] for line in lines] == ["s1", "s2", "s6"]
-    frames = {"s1": 16000, "s2": 24000, "s6": 8000}
+    assert [line["key"] for line in lines] == ["s1", "s2", "s6", "s7"]
+    frames = {"s1": 16000, "s2": 24000, "s6": 8000, "s7": 16000}
     for line in lines:
         path = line["messages"][1]["content"].split("!")[1].split("<|endofspeech|>")[0]
         assert path == str(tmp_path / "cut" / f"{line['key']}.wav")
         info = soundfile.info(path)
         assert (info.frames, info.samplerate, info.channels) == (frames[line["key"]], 16000, 1)
         assert line["speech_length"] == (frames[line["key"]] // 16 - 25) // 10 + 1
-    assert summary.total_keys == 7 and summary.kept + summary.rejected_total == 7
+    assert summary.total_keys == 8 and summary.kept + summary.rejected_total == 8
     before = (tmp_path / "cut" / "s1.wav").stat().st_mtime_ns
     prepare(run)  # re-run: finished segment files are kept as they are
     assert (tmp_path / "cut" / "s1.wav").stat().st_mtime_ns == before

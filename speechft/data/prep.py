@@ -363,11 +363,22 @@ def _probe_local(locations: Sequence[str]) -> list[_ProbeResult]:
     return results
 
 
-def _pool(jobs: int) -> Any:
-    # fork: workers start in milliseconds and need nothing re-imported; elsewhere the default.
+def _pool(jobs: int, *, fresh: bool = False) -> Any:
+    """Worker processes: forked (start in milliseconds) for header reads, which use no threads.
+
+    `fresh`: workers that decode and resample audio start from a clean interpreter (forkserver),
+    because torch's thread pools deadlock in a child forked from a parent that already used them.
+    """
     methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    preferred = "forkserver" if fresh else "fork"
+    context = multiprocessing.get_context(preferred if preferred in methods else None)
     return context.Pool(jobs)
+
+
+def _chunk_size(count: int, jobs: int) -> int:
+    # Chunks big enough that dispatch costs little, small enough that progress moves and the
+    # workers finish together.
+    return max(64, min(2000, count // (jobs * 8) + 1))
 
 
 def _chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:
@@ -381,18 +392,18 @@ class _HeaderReader:
     order of `locations`.
     """
 
-    def __init__(self, locations: Sequence[str], options: PrepOptions, jobs: int, progress: ProgressCallback) -> None:
+    def __init__(
+        self, locations: Sequence[str], options: PrepOptions, jobs: int, pool: Any, progress: ProgressCallback
+    ) -> None:
         self.locations = locations
         self.progress = progress
         self.local = [index for index, location in enumerate(locations) if not audio.is_url(location)]
         self.remote = [index for index, location in enumerate(locations) if audio.is_url(location)]
         local_paths = [locations[index] for index in self.local]
-        self.pool = None
         self.pending_local: Iterator[list[_ProbeResult]] | None = None
-        self.chunk_size = max(64, min(2000, len(local_paths) // (jobs * 8) + 1))
-        if jobs > 1 and len(local_paths) >= 4 * self.chunk_size:
-            self.pool = _pool(jobs)
-            self.pending_local = self.pool.imap(_probe_local, _chunks(local_paths, self.chunk_size))
+        self.chunk_size = _chunk_size(len(local_paths), jobs)
+        if pool is not None and len(local_paths) >= 4 * self.chunk_size:
+            self.pending_local = pool.imap(_probe_local, _chunks(local_paths, self.chunk_size))
         self.threads = None
         self.pending_remote = []
         if self.remote:
@@ -439,10 +450,6 @@ class _HeaderReader:
         return out  # type: ignore[return-value]
 
     def close(self) -> None:
-        if self.pool is not None:
-            self.pool.terminate()
-            self.pool.join()
-            self.pool = None
         if self.threads is not None:
             self.threads.shutdown(wait=True, cancel_futures=True)
             self.threads = None
@@ -565,8 +572,35 @@ def prepare(options: PrepOptions, progress: ProgressCallback | None = None) -> P
 
     # Header reads (background) and tokenisation (here) at once.
     locations = list(dict.fromkeys(candidate.location for candidate in candidates))
+    local_count = sum(1 for location in locations if not audio.is_url(location))
+    wants_pool = jobs > 1 and (
+        local_count >= 4 * _chunk_size(local_count, jobs) or (options.segments is not None and len(locations) > 1)
+    )
+    # Workers are forked before the tokenizer first runs: forking after its thread pool has
+    # started is unsafe (and makes the tokenizers library print a warning).
+    pool = _pool(jobs, fresh=options.segments is not None) if wants_pool else None
+    try:
+        return _prepare_with(options, report, started, jobs, order, rejections, candidates, warned, locations, pool)
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+
+
+def _prepare_with(
+    options: PrepOptions,
+    report: ProgressCallback,
+    started: float,
+    jobs: int,
+    order: list[str],
+    rejections: dict[str, Rejection],
+    candidates: list[_Candidate],
+    warned: dict[str, list[str]],
+    locations: list[str],
+    pool: Any,
+) -> PrepSummary:
     counter = load_token_counter(options.tokenizer_dir)
-    headers = _HeaderReader(locations, options, jobs, report)
+    headers = _HeaderReader(locations, options, jobs, pool, report)
     try:
         transcripts = [candidate.transcript for candidate in candidates]
         report("tokens", 0, len(transcripts))
@@ -594,7 +628,7 @@ def prepare(options: PrepOptions, progress: ProgressCallback | None = None) -> P
             survivors.append(candidate)
 
     if options.segments is not None:
-        survivors = _cut_segments(survivors, options, jobs, rejections, report)
+        survivors = _cut_segments(survivors, options, pool, rejections, report)
 
     kept = survivors
     policy = options.policy
@@ -778,7 +812,7 @@ def _segment_candidates(
 
 
 def _cut_segments(
-    survivors: list[_Candidate], options: PrepOptions, jobs: int, rejections: dict[str, Rejection], report: ProgressCallback
+    survivors: list[_Candidate], options: PrepOptions, pool: Any, rejections: dict[str, Rejection], report: ProgressCallback
 ) -> list[_Candidate]:
     """Cut every surviving segment into its own file; survivors then point at those files."""
     assert options.audio_out is not None
@@ -798,16 +832,11 @@ def _cut_segments(
     results: dict[str, tuple[str, str, str] | tuple[str, int]] = {}
     report("segments", 0, len(survivors))
     done = 0
-    if jobs > 1 and len(work) > 1:
-        pool = _pool(min(jobs, len(work)))
-        try:
-            for batch in pool.imap(_cut_recording, work):
-                results.update((item[0], item) for item in batch)
-                done += len(batch)
-                report("segments", done, len(survivors))
-        finally:
-            pool.terminate()
-            pool.join()
+    if pool is not None and len(work) > 1:
+        for batch in pool.imap(_cut_recording, work):
+            results.update((item[0], item) for item in batch)
+            done += len(batch)
+            report("segments", done, len(survivors))
     else:
         for job in work:
             batch = _cut_recording(job)
