@@ -199,7 +199,7 @@ def full_parameters(module: Any, world: World) -> Iterator[None]:
 # ------------------------------------------------------------------------------- lost ranks
 
 
-def describe_lost_ranks(world: World, error: BaseException, *, wait_s: float = 10.0) -> str:
+def describe_lost_ranks(world: World, error: BaseException, *, wait_s: float = 5.0) -> str:
     """A message for a collective that failed: which ranks no longer answer.
 
     Every surviving rank announces itself in the rendezvous store and waits `wait_s` for the

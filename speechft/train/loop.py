@@ -708,7 +708,9 @@ def _train(request: TrainRequest, config: TrainConfig, world: dist_tools.World, 
     optimizer, scheduler = make_optimizer(model, config, total_steps)
 
     output_dir = request.output_dir
-    state = TrainState(skipped_samples=len(data.skipped))
+    # A line may fail both as a validation and as a training sample: count utterances, not failures.
+    skipped_keys = sorted({skip.key for skip in data.skipped})
+    state = TrainState(skipped_samples=len(skipped_keys), skipped_keys=skipped_keys)
     resume_from = _resume_path(request)
     if resume_from is not None:
         state = _resume(resume_from, model, forward_module, optimizer, scheduler, world)
