@@ -849,9 +849,10 @@ def _note_skips(run: Run, state: TrainState, skips: list[Skip], any_rank_skipped
 def fit(run: Run, state: TrainState, stop: faults.GracefulStop) -> float | None:
     """The loop: epochs of accumulation groups; validate + checkpoint every N steps and per epoch.
 
-    Before each step the ranks sum four numbers: target tokens (the loss normaliser), ranks with
-    nothing readable (then all skip the step), ranks that saw new skipped samples, and ranks asked
-    to stop (then all checkpoint and return before the step).
+    Before each step the ranks sum three numbers: target tokens (the loss normaliser), ranks with
+    nothing readable (then all skip the step) and ranks that saw new skipped samples. After it they
+    sum the loss, audio seconds, samples and the ranks asked to stop: then all checkpoint and
+    return before loading the next batches, whose loading would move the RNG past the checkpoint.
     """
     config, world, data, model = run.config, run.world, run.data, run.bundle.model
     set_train_mode(model, config.trainable)
@@ -869,21 +870,17 @@ def fit(run: Run, state: TrainState, stop: faults.GracefulStop) -> float | None:
                     break
                 usable = [b for b in group if len(b)]
                 skips = [s for b in group for s in b.skipped if s.key not in state.skipped_keys]
-                step_tokens, empty_ranks, skipping_ranks, stopping_ranks = dist_tools.sum_across(
-                    world, [sum(b.target_tokens for b in usable), 0 if usable else 1, 1 if skips else 0, 1 if stop.requested else 0]
+                step_tokens, empty_ranks, skipping_ranks = dist_tools.sum_across(
+                    world, [sum(b.target_tokens for b in usable), 0 if usable else 1, 1 if skips else 0]
                 )
-                if stopping_ranks:
-                    # This group is not consumed: the checkpoint resumes at its first batch.
-                    if state.last_validated_step != state.step:
-                        _checkpoint(run, state, validation=False)
-                    stop.signal_name = stop.signal_name or "a signal on another rank"
-                    return last_loss
                 state.batch_in_epoch += len(group)
                 _note_skips(run, state, skips, skipping_ranks > 0)
                 if empty_ranks:
                     continue  # some rank has no readable sample in this group: every rank skips it
                 stats = train_step(run.forward_module, run.optimizer, run.scheduler, usable, config, world=world, step_target_tokens=int(step_tokens))
-                loss, seconds, samples = dist_tools.sum_across(world, [stats.loss, stats.audio_seconds, sum(len(b) for b in usable)])
+                loss, seconds, samples, stopping_ranks = dist_tools.sum_across(
+                    world, [stats.loss, stats.audio_seconds, sum(len(b) for b in usable), 1 if stop.requested else 0]
+                )
                 state.step += 1
                 state.audio_seconds += seconds
                 window_seconds += seconds
@@ -897,6 +894,11 @@ def fit(run: Run, state: TrainState, stop: faults.GracefulStop) -> float | None:
                     run.metrics.write({"kind": "train", "step": state.step, "epoch": state.epoch, "loss": loss, "lr": stats.lr, "grad_norm": stats.grad_norm, "audio_seconds_per_second": rate, "padding_fraction": stats.padding_fraction, "elapsed_s": time.monotonic() - window_start, "skipped_samples": state.skipped_samples, "nonfinite_steps": state.nonfinite_steps})
                 if config.validation.every_steps and state.step % config.validation.every_steps == 0:
                     _checkpoint(run, state)
+                if stopping_ranks:
+                    if state.last_validated_step != state.step:
+                        _checkpoint(run, state, validation=False)
+                    stop.signal_name = stop.signal_name or "a signal on another rank"
+                    return last_loss
             if state.step >= run.total_steps and state.batch_in_epoch < len(data.sampler.epoch_batches(state.epoch)):
                 break  # stopped by max_steps inside the epoch; the counters say where
             state.epoch += 1
