@@ -36,6 +36,7 @@ from speechft.data.kaldi import BadLine, KeyedFile, Segment, parse_segment, read
 from speechft.data.prompts import PromptPolicy, PromptSidecar, sidecar_path_for
 from speechft.data.tokens import load_token_counter
 from speechft.errors import InputError, UsageError
+from speechft.train.profiles import profile_for_hours
 
 SYSTEM_PROMPT = "You are a helpful assistant."
 
@@ -87,7 +88,6 @@ WARNING_EXAMPLES = 5
 # Kaldi's extract-segments truncates a segment that overshoots its recording by less than this.
 SEGMENT_MAX_OVERSHOOT_S = 0.5
 # The guide's rule: < 1000 h adaptor only, < 5000 h encoder + adaptor, > 10000 h everything.
-PROFILE_THRESHOLDS_H = (1000.0, 5000.0, 10000.0)
 
 ProgressCallback = Callable[[str, int, int], None]
 """`progress(stage, done, total)`: stages are `audio`, `tokens`, `segments`, `write`."""
@@ -264,21 +264,6 @@ class _Candidate:
     text_length: int = 0
     prompt: str = ""
     line_parts: tuple[str, str] | None = None  # the jsonl line around its speech_length
-
-
-def recommend_profile(hours: float) -> tuple[str, str]:
-    """The guide's training profile for this much training audio, and a note on why."""
-    small, medium, large = PROFILE_THRESHOLDS_H
-    if hours < small:
-        return "small-data", f"{hours:.1f} h < {small:.0f} h: train the adaptor only"
-    if hours < medium:
-        return "medium-data", f"{hours:.1f} h < {medium:.0f} h: train encoder + adaptor"
-    if hours <= large:
-        return "medium-data", (
-            f"{hours:.1f} h lies between the guide's rules (< {medium:.0f} h encoder + adaptor, "
-            f"> {large:.0f} h everything); medium-data is the safe choice, large-data may pay off near {large:.0f} h"
-        )
-    return "large-data", f"{hours:.1f} h > {large:.0f} h: train everything"
 
 
 def is_validation(key: str, fraction: float, seed: int = 0) -> bool:
@@ -672,7 +657,7 @@ def _prepare_with(
     _atomic_write(sidecar_path, [json.dumps(sidecar.to_json(), ensure_ascii=False, indent=2)])
 
     reason_counts = Counter(item.reason for item in rejects_in_order)
-    profile, note = recommend_profile(train_seconds / 3600)
+    profile, note = profile_for_hours(train_seconds / 3600)
     outputs = {"jsonl": str(options.out), "rejects": str(options.rejects_path), "summary": str(options.summary_path), "prompt": str(sidecar_path)}
     if val_path is not None:
         outputs["validation"] = str(val_path)
