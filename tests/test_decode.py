@@ -138,3 +138,23 @@ def test_hotword_prompt_matches_upstream_layout():
     assert choice.prompt.startswith("请结合上下文信息")
     assert choose_prompt(None).prompt == "语音转写："
     assert choose_prompt(None, no_itn=True).prompt == "语音转写，不进行文本规整："
+
+
+@pytest.mark.slow
+def test_tokens_per_second_bounds_each_row(model_dir, scp):
+    """A looping model stops each row at 16 + seconds x rate tokens, not at max_new_tokens."""
+    import soundfile
+
+    from speechft.model.build import load_model
+    from speechft.model.generate import greedy_decode
+
+    bundle = load_model(model_dir)
+    paths = [line.split()[1] for line in scp.read_text(encoding="utf-8").splitlines()]
+    waveforms = [soundfile.read(paths[0], dtype="float32")[0], soundfile.read(paths[-1], dtype="float32")[0]]
+    unbounded = greedy_decode(bundle, waveforms, ["语音转写："] * 2, max_new_tokens=60)
+    bounded = greedy_decode(bundle, waveforms, ["语音转写："] * 2, max_new_tokens=60, tokens_per_second=1.0)
+    # 0.4 s of audio: at most 17 tokens; 3.6 s: at most 20; the looping rows would go on to 60.
+    assert all(u.startswith(b) and len(b) < len(u) for u, b in zip(unbounded, bounded))
+    assert len(bounded[0]) < len(bounded[1])
+    generous = greedy_decode(bundle, waveforms, ["语音转写："] * 2, max_new_tokens=60, tokens_per_second=1000.0)
+    assert generous == unbounded

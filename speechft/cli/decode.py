@@ -40,6 +40,7 @@ def command(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Most utterances (segments) per batch.")] = 16,
     batch_seconds: Annotated[Optional[float], typer.Option("--batch-seconds", min=1.0, help="Also bound the padded audio seconds per batch.", show_default=False)] = None,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="Stop a transcript after this many tokens.")] = 512,
+    tokens_per_second: Annotated[float, typer.Option("--max-tokens-per-second", min=0.0, help="Also stop a transcript after 16 + this many tokens per second of its audio, so one looping utterance cannot hold up its batch (0: no such bound).")] = 25.0,
     max_segment_seconds: Annotated[float, typer.Option("--max-segment-seconds", min=1.0, help="Split longer audio at quiet points.")] = 30.0,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")] = "auto",
     resume: Annotated[bool, typer.Option("--resume", help="Keep the keys already in OUTPUT and decode the rest.")] = False,
@@ -78,7 +79,13 @@ def command(
     from speechft.decode.model import load_transcriber
     from speechft.decode.run import decode_items
 
-    transcriber = load_transcriber(str(model_dir), device=device, max_new_tokens=max_new_tokens, allow_missing=allow_missing)
+    transcriber = load_transcriber(
+        str(model_dir),
+        device=device,
+        max_new_tokens=max_new_tokens,
+        tokens_per_second=tokens_per_second or None,
+        allow_missing=allow_missing,
+    )
     options = DecodeOptions(batch_size=batch_size, batch_seconds=batch_seconds, max_segment_seconds=max_segment_seconds, resume=resume)
     with _progress(len(items)) as on_progress:
         summary = decode_items(items, transcriber, output, load_audio, options, errors_path=errors, on_progress=on_progress)

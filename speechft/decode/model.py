@@ -27,13 +27,23 @@ class ModelTranscriber:
 
     bundle: ModelBundle
     max_new_tokens: int = 512
+    tokens_per_second: float | None = None
 
     def transcribe(self, waveforms: Sequence[np.ndarray], prompts: Sequence[str]) -> list[str]:
-        return greedy_decode(self.bundle, waveforms, prompts, max_new_tokens=self.max_new_tokens)
+        return greedy_decode(
+            self.bundle, waveforms, prompts, max_new_tokens=self.max_new_tokens, tokens_per_second=self.tokens_per_second
+        )
 
 
-def load_transcriber(model_dir: str, *, device: str = "auto", max_new_tokens: int = 512, allow_missing: bool = False) -> Any:
+def load_transcriber(
+    model_dir: str,
+    *,
+    device: str = "auto",
+    max_new_tokens: int = 512,
+    tokens_per_second: float | None = None,
+    allow_missing: bool = False,
+) -> Any:
     from speechft.model.build import load_model
 
     bundle = load_model(model_dir, device=resolve_device(device), allow_missing=allow_missing)
-    return ModelTranscriber(bundle, max_new_tokens)
+    return ModelTranscriber(bundle, max_new_tokens, tokens_per_second)

@@ -55,6 +55,21 @@ def _returned_cache(output: Any) -> Any:
     return cache if cache is not None else output.past_key_values
 
 
+# One LFR feature frame covers 60 ms of audio (6 fbank frames of 10 ms).
+SECONDS_PER_FEATURE_FRAME = 0.06
+
+
+def _row_limits(features: Sequence[Any], max_new_tokens: int, tokens_per_second: float | None) -> Any:
+    """The most tokens each row may generate."""
+    import torch
+
+    limits = torch.full((len(features),), max_new_tokens, dtype=torch.long)
+    if tokens_per_second is not None:
+        seconds = torch.tensor([f.shape[0] * SECONDS_PER_FEATURE_FRAME for f in features])
+        limits = torch.minimum(limits, (16 + seconds * tokens_per_second).ceil().long())
+    return limits
+
+
 def greedy_decode(
     bundle: ModelBundle,
     waveforms: Sequence[np.ndarray],
@@ -62,11 +77,14 @@ def greedy_decode(
     *,
     system: str | Sequence[str] = CHAT_SYSTEM_PROMPT,
     max_new_tokens: int = 512,
+    tokens_per_second: float | None = None,
     features: Sequence[Any] | None = None,
 ) -> list[str]:
     """Transcribe 16 kHz mono float waveforms with one user prompt each; returns texts in order.
 
-    `system` is one system prompt for all or one per utterance. `features` (precomputed fbank+LFR tensors, one per waveform) skips the frontend. The model is
+    `tokens_per_second` also bounds each row by its own audio length (`16 + seconds * rate`
+    tokens): a model that loops on one utterance then stops there instead of holding the whole
+    batch for `max_new_tokens` steps. `system` is one system prompt for all or one per utterance. `features` (precomputed fbank+LFR tensors, one per waveform) skips the frontend. The model is
     used as it is (call `model.eval()` first); runs under `torch.inference_mode`, bf16 autocast on
     CUDA.
     """
@@ -105,11 +123,12 @@ def greedy_decode(
         past = _returned_cache(output)
         next_tokens = output.logits[:, -1, :].argmax(-1)
         finished = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+        limits = _row_limits(features, max_new_tokens, tokens_per_second).to(device)
         generated: list[Any] = []
-        for _ in range(max_new_tokens):
+        for step in range(max_new_tokens):
             next_tokens = torch.where(finished, torch.full_like(next_tokens, pad_id), next_tokens)
             generated.append(next_tokens)
-            finished = finished | (next_tokens == end_id)
+            finished = finished | (next_tokens == end_id) | (limits <= step + 1)
             if bool(finished.all()):
                 break
             attention_mask = torch.cat([attention_mask, (~finished).long()[:, None]], dim=1)
