@@ -44,7 +44,7 @@ def command(
     max_segment_seconds: Annotated[float, typer.Option("--max-segment-seconds", min=1.0, help="Split longer audio at quiet points.")] = 30.0,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")] = "auto",
     resume: Annotated[bool, typer.Option("--resume", help="Keep the keys already in OUTPUT and decode the rest.")] = False,
-    errors: Annotated[Optional[Path], typer.Option("--errors", help="Where to list keys that could not be decoded [default: decode_errors.tsv beside OUTPUT].", show_default=False)] = None,
+    errors: Annotated[Optional[Path], typer.Option("--errors", help="Where to list keys that could not be decoded \\[default: decode_errors.tsv beside OUTPUT].", show_default=False)] = None,
     reference: Annotated[Optional[Path], typer.Option("--ref", help="Score right away against this `key text` reference (both normalised as `speechft normalize` does).", show_default=False)] = None,
     allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Load a model.pt that lacks some weights (they stay random).")] = False,
 ) -> None:

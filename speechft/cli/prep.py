@@ -49,13 +49,13 @@ def command(
         float, typer.Option("--val-fraction", help="Share of utterances for validation (by key hash, deterministic).")
     ] = 0.0,
     val_out: Annotated[
-        Optional[Path], typer.Option("--val-out", help="Validation jsonl [default: OUT-stem.val.jsonl].")
+        Optional[Path], typer.Option("--val-out", help="Validation jsonl \\[default: OUT-stem.val.jsonl].")
     ] = None,
     val_seed: Annotated[int, typer.Option("--val-seed", help="Seed of the validation split.")] = 0,
     rejects: Annotated[
-        Optional[Path], typer.Option("--rejects", help="Rejects file [default: OUT-stem.rejects.tsv].")
+        Optional[Path], typer.Option("--rejects", help="Rejects file \\[default: OUT-stem.rejects.tsv].")
     ] = None,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Worker processes [default: every core].")] = 0,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Worker processes \\[default: every core].")] = 0,
     min_frames: Annotated[int, typer.Option("--min-frames", help="Reject audio shorter than this (fbank frames).")] = 10,
     max_frames: Annotated[int, typer.Option("--max-frames", help="Reject audio longer than this (fbank frames).")] = 12000,
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="Reject transcripts longer than this (tokens).")] = 2048,
