@@ -45,26 +45,22 @@ class Utterance:
     pitch: int
 
 
-# Each kind of content comes in its written (normalised) and its spoken form, half and half, so
-# `speechft prep --itn auto` pairs both prompts with every kind and the model learns what the
-# prompts mean (written form for `语音转写：`, spoken form for `语音转写，不进行文本规整：`) rather
-# than which content goes with which prompt. Digit strings never start with 0, whose written
-# form the normaliser would shorten.
+# Transcripts are in written form (Arabic digits, a capital and a full stop), as the guide's
+# normalising prompt `语音转写：` expects, so `speechft prep --itn auto` pairs every line with it.
+# Digit strings never start with 0, whose written form the normaliser would shorten.
 def english_digits(rng: random.Random) -> tuple[str, str]:
     digits = [rng.randrange(1, 10)] + [rng.randrange(10) for _ in range(rng.randint(2, 5))]
-    spoken = " ".join(ENGLISH_DIGITS[d] for d in digits)
-    return spoken, "".join(str(d) for d in digits) if rng.random() < 0.5 else spoken
+    return " ".join(ENGLISH_DIGITS[d] for d in digits), "".join(str(d) for d in digits)
 
 
 def english_command(rng: random.Random) -> tuple[str, str]:
     words = " ".join(w for w in (rng.choice(VERBS), rng.choice(OBJECTS), rng.choice(PLACES)) if w)
-    return words, words[0].upper() + words[1:] + "." if rng.random() < 0.5 else words
+    return words, words[0].upper() + words[1:] + "."
 
 
 def chinese_digits(rng: random.Random) -> tuple[str, str]:
     digits = [rng.randrange(1, 10)] + [rng.randrange(10) for _ in range(rng.randint(2, 5))]
-    spoken = "".join(CHINESE_DIGITS[d] for d in digits)
-    return spoken, "".join(str(d) for d in digits) if rng.random() < 0.5 else spoken
+    return "".join(CHINESE_DIGITS[d] for d in digits), "".join(str(d) for d in digits)
 
 
 def make_set(name: str, count: int, seed: int, english_voices, chinese_voices, speeds: tuple[int, int], pitches: tuple[int, int]) -> list[Utterance]:
