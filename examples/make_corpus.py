@@ -45,9 +45,10 @@ class Utterance:
     pitch: int
 
 
-# Transcripts are in written form (Arabic digits, a capital and a full stop), as the guide's
-# normalising prompt `语音转写：` expects, so `speechft prep --itn auto` pairs every line with it.
-# Digit strings never start with 0, whose written form the normaliser would shorten.
+# English digit strings are written with Arabic digits, commands and Chinese digit strings as
+# spoken; the bundled model is trained on all of them with the normalising prompt `语音转写：`
+# (prep --itn on), its language forms, and nothing else. Digit strings never start with 0, whose
+# written form the normaliser would shorten.
 def english_digits(rng: random.Random) -> tuple[str, str]:
     digits = [rng.randrange(1, 10)] + [rng.randrange(10) for _ in range(rng.randint(2, 5))]
     return " ".join(ENGLISH_DIGITS[d] for d in digits), "".join(str(d) for d in digits)
@@ -55,12 +56,12 @@ def english_digits(rng: random.Random) -> tuple[str, str]:
 
 def english_command(rng: random.Random) -> tuple[str, str]:
     words = " ".join(w for w in (rng.choice(VERBS), rng.choice(OBJECTS), rng.choice(PLACES)) if w)
-    return words, words[0].upper() + words[1:] + "."
+    return words, words
 
 
 def chinese_digits(rng: random.Random) -> tuple[str, str]:
-    digits = [rng.randrange(1, 10)] + [rng.randrange(10) for _ in range(rng.randint(2, 5))]
-    return "".join(CHINESE_DIGITS[d] for d in digits), "".join(str(d) for d in digits)
+    text = "".join(CHINESE_DIGITS[rng.randrange(1, 10)] + "".join(rng.choice(CHINESE_DIGITS) for _ in range(rng.randint(2, 5))))
+    return text, text
 
 
 def make_set(name: str, count: int, seed: int, english_voices, chinese_voices, speeds: tuple[int, int], pitches: tuple[int, int]) -> list[Utterance]:

@@ -9,7 +9,7 @@ Steps, all with speechft's own commands and library:
 2. A randomly initialised tiny directory in the official layout (`build_tiny_model_dir`: encoder
    96-dim x 3 blocks, adaptor stacking 8 frames, 2-layer Qwen3 of hidden 96, byte-level BPE of 400
    tokens trained on the prompts and domain-A transcripts).
-3. `speechft prep` writes the training jsonl; a quarter of the lines are then given the language
+3. `speechft prep --itn on` writes the training jsonl (every line with `语音转写：`); a quarter of the lines are then given the language
    forms of the prompts (`语音转写成英文：` ...) so the model knows every variant prep and decode
    write.
 4. `speechft train --profile examples/tiny-nano-pretrain.yaml` trains every module.
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     initial = build_tiny_model_dir(args.work / "init", seed=0, tokenizer_corpus=transcripts)
     train_jsonl, val_jsonl = args.work / "a-train.jsonl", args.work / "a-val.jsonl"
     run(speechft("prep", "--scp", str(domain_a / "wav.scp"), "--text", str(domain_a / "text"), "--model-dir", str(initial),
-                 "--out", str(train_jsonl), "--val-fraction", "0.05", "--val-out", str(val_jsonl)))
+                 "--out", str(train_jsonl), "--val-fraction", "0.05", "--val-out", str(val_jsonl), "--itn", "on"))
     add_language_forms(train_jsonl)
     run(speechft("train", "--profile", str(args.config), "--model-dir", str(initial), "--train", str(train_jsonl),
                  "--val", str(val_jsonl), "--output-dir", str(args.work / "run"), *args.overrides))
