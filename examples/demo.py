@@ -52,6 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "out" / "demo")
     parser.add_argument("--quick", action="store_true", help="a few training steps only; targets not checked")
     args = parser.parse_args(argv)
+    if not (MODEL / "model.pt").exists():
+        print(
+            f"The bundled tiny model ({MODEL.relative_to(REPO)}) is not part of this version yet, so the demo "
+            "cannot run. examples/make_tiny_nano.py trains one (it needs espeak-ng and sox for its corpus).",
+            file=sys.stderr,
+        )
+        return 0
     started = time.monotonic()
     out = args.out.resolve()
     if out.exists():
