@@ -19,6 +19,12 @@ step, main-process CPU ms per step (less sensitive to other load on the machine)
 (padded positions of speech frames + LLM tokens), peak RSS of the main process and of the largest
 loader worker. The ratio is speechft / upstream audio-seconds per second.
 
+The measured window should lie within the first epoch and cover most of it: funasr's sampler walks
+a sorted buffer from short to long utterances, so a window over its first few batches would see
+only short audio (fewer audio-seconds per step for the same per-step cost), and at an epoch end
+speechft validates and checkpoints. The defaults (240 utterances, about 24 batches; 2 + 20 + 1
+steps) do that; the window then leaves out funasr's few shortest batches, which favours funasr.
+
 `--parity` also feeds the same fixed batches through funasr's FunASRNano.forward and speechft's
 loss (dropout off on both sides) and trains a few steps from the same weights with each (constant
 lr, same clipping), printing the per-step losses and the largest difference.
@@ -31,7 +37,6 @@ import copy
 import importlib.util
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -143,7 +148,8 @@ def child_speechft(args: argparse.Namespace) -> None:
         record["finished"] = "ran out of data"
     except _Done:
         record["finished"] = "ok"
-    record["main_hwm_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec, so it would report the parent's peak.
+    record["main_hwm_mib"] = _peak_rss_mib(os.getpid())
     record["threads"] = torch.get_num_threads()
     Path(args.result).write_text(json.dumps(record))
 
@@ -182,7 +188,8 @@ def child_upstream(args: argparse.Namespace) -> None:
     record["padding"] = extra["padding"][: len(record["t"])]
     record["cpu"] = extra["cpu"][: len(record["t"])]
     record["workers_hwm_mib"] = [k / 1024 for k in record.pop("workers_hwm_kib", [])]
-    record["main_hwm_mib"] = record.pop("main_hwm_kib") / 1024
+    record.pop("main_hwm_kib")
+    record["main_hwm_mib"] = _peak_rss_mib(os.getpid())  # the harness's ru_maxrss includes the parent's peak
     record["threads"] = record.pop("torch_threads")
     Path(args.result).write_text(json.dumps(record))
 
@@ -202,6 +209,7 @@ def summarize(record: dict[str, Any], warmup: int) -> dict[str, float]:
         "cpu_ms_per_step": (cpu[-1] - cpu[warmup]) / steps * 1e3 if len(cpu) == len(t) else float("nan"),
         "padding": statistics.fmean(padding) if padding else float("nan"),
         "utts_per_step": sum(record["utts"][warmup + 1 :]) / steps,
+        "audio_s_per_step": audio / steps,
         "rss_main_mib": record["main_hwm_mib"],
         "rss_worker_mib": max(record.get("workers_hwm_mib") or [0.0]),
         "trainable": record.get("trainable") or 0,
@@ -210,13 +218,17 @@ def summarize(record: dict[str, Any], warmup: int) -> dict[str, float]:
 
 
 def measure(trainer: str, model_dir: Path, jsonl: Path, profile: str, args: argparse.Namespace, scratch: Path) -> dict[str, float]:
+    overrides = list(args.override)
+    if trainer in args.variants:
+        overrides += args.variants[trainer]
+        trainer = "speechft"
     workdir = Path(tempfile.mkdtemp(prefix=f"{trainer}-", dir=scratch))
     result = workdir / "result.json"
     command = [sys.executable, __file__, f"_{trainer}", str(model_dir), str(jsonl), "--profile", profile, "--steps", str(args.steps),
                "--warmup", str(args.warmup), "--workers", str(args.workers), "--threads", str(args.threads),
                "--token-budget", str(args.token_budget), "--max-utterances", str(args.max_utterances), "--sort-size", str(args.sort_size),
                "--reference", str(args.reference), "--workdir", str(workdir), "--result", str(result)]
-    command += [f"--override={item}" for item in args.override]
+    command += [f"--override={item}" for item in overrides]
     completed = subprocess.run(command, capture_output=True, text=True)
     if completed.returncode or not result.exists():
         raise SystemExit(f"{trainer} {profile} failed (rc={completed.returncode}):\n{completed.stderr[-3000:]}\nlogs in {workdir}")
@@ -286,6 +298,26 @@ def _speechft_step(model: Any, optimizer: Any, scheduler: Any, batch: Any, confi
     return train_step(model, optimizer, scheduler, [batch], config, device, None)
 
 
+def sort_padding(dataset: Any, args: argparse.Namespace) -> None:
+    """Padding of one epoch's batches when buffers are sorted by the budget's sum vs by Utterance.sort_key."""
+    from speechft.model.build import audio_token_count
+    from speechft.train.data import TokenBatchSampler
+
+    utterances = dataset.utterances
+    first = dataset[0]
+    prompt = len(first.input_ids) - first.audio_tokens - (len([x for x in first.labels if x >= 0]))
+    frames = [int(dataset.frontend_frames(u)) if hasattr(dataset, "frontend_frames") else -(-u.speech_frames // 6) for u in utterances]
+    tokens = [prompt + audio_token_count(f) + u.text_tokens + 1 for f, u in zip(frames, utterances)]
+    lengths = [u.batch_tokens for u in utterances]
+    for label, keys in (("sum of frames + tokens (before)", None), ("(LFR frames, tokens) (now)", [u.sort_key for u in utterances])):
+        sampler = TokenBatchSampler(lengths, token_budget=args.token_budget, max_utterances=args.max_utterances, sort_buffer=args.sort_size, seed=0, sort_keys=keys)
+        real = padded = 0
+        for batch in sampler.epoch_batches(0):
+            real += sum(frames[i] + tokens[i] for i in batch)
+            padded += len(batch) * (max(frames[i] for i in batch) + max(tokens[i] for i in batch))
+        print(f"  epoch padding, buffers sorted by {label}: {1 - real / padded:.1%}")
+
+
 def parity(model_dir: Path, jsonl: Path, args: argparse.Namespace) -> None:
     """Per-batch losses on identical batches, and a few training steps from the same weights."""
     import torch
@@ -315,6 +347,7 @@ def parity(model_dir: Path, jsonl: Path, args: argparse.Namespace) -> None:
         )
         return loss
 
+    sort_padding(dataset, args)
     model = bundle.model
     model.eval()  # dropout off on both sides: the comparison is of the loss, not of random masks
     batched, single = [], []
@@ -335,7 +368,7 @@ def parity(model_dir: Path, jsonl: Path, args: argparse.Namespace) -> None:
     print(f"  max |speechft - funasr FunASRNano.forward, one utterance at a time| = {max(single):.2e}")
 
     start = copy.deepcopy(model.state_dict())
-    curves: dict[str, list[float]] = {"speechft": [], "funasr": []}
+    curves: dict[str, list[float]] = {"speechft": [], "funasr": [], "funasr-1by1": []}
     for name in curves:
         model.load_state_dict(start)
         model.eval()
@@ -345,22 +378,32 @@ def parity(model_dir: Path, jsonl: Path, args: argparse.Namespace) -> None:
             for batch in batches:
                 curves[name].append(_speechft_step(model, optimizer, scheduler, batch, config, device).loss)
         else:
-            # upstream's step: mean loss, backward, clip the global norm, AdamW over every parameter
+            # upstream's step: mean loss, backward, clip the global norm, AdamW over every parameter.
+            # funasr-1by1 runs each utterance of the batch alone (no padding) and weights its mean
+            # loss by its target tokens: the same objective as the batch, without padding effects.
             optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr, betas=tuple(config.optim.betas), weight_decay=config.optim.weight_decay)
             for batch in batches:
-                loss = funasr_loss(model, batch)
-                loss.backward()
+                if name == "funasr":
+                    loss = funasr_loss(model, batch)
+                    loss.backward()
+                else:
+                    loss = torch.zeros(())
+                    for row in range(len(batch)):
+                        sample = collate([batch.samples[row]])
+                        part = funasr_loss(model, sample) * sample.target_tokens / batch.target_tokens
+                        part.backward()
+                        loss = loss + part.detach()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
                 optimizer.step()
                 optimizer.zero_grad()
                 curves[name].append(float(loss))
     model.load_state_dict(start)
-    differences = [abs(a - b) for a, b in zip(curves["speechft"], curves["funasr"])]
     print(f"  {len(batches)} training steps from the same weights, same batches, constant lr {config.optim.lr:g}, clip {config.optim.grad_clip:g}:")
-    print("  step  speechft  funasr    |diff|")
-    for step, (ours, theirs) in enumerate(zip(curves["speechft"], curves["funasr"]), start=1):
-        print(f"  {step:>4}  {ours:.5f}  {theirs:.5f}  {abs(ours - theirs):.1e}")
-    print(f"  max |diff| over the curve = {max(differences):.2e}")
+    print("  step  speechft  funasr    |diff|    funasr-1by1  |diff|")
+    for step, (ours, theirs, alone) in enumerate(zip(curves["speechft"], curves["funasr"], curves["funasr-1by1"]), start=1):
+        print(f"  {step:>4}  {ours:.5f}  {theirs:.5f}  {abs(ours - theirs):.1e}   {alone:.5f}     {abs(ours - alone):.1e}")
+    for other in ("funasr", "funasr-1by1"):
+        print(f"  max |speechft - {other}| over the curve = {max(abs(a - b) for a, b in zip(curves['speechft'], curves[other])):.2e}")
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -368,15 +411,15 @@ def parity(model_dir: Path, jsonl: Path, args: argparse.Namespace) -> None:
 
 def _format(summary: dict[str, float]) -> str:
     return (f"{summary['audio_s_per_s']:8.1f} {summary['ms_per_step']:8.1f} {summary['cpu_ms_per_step']:8.1f} {summary['padding']:6.1%} "
-            f"{summary['rss_main_mib']:7.0f} {summary['rss_worker_mib']:7.0f}")
+            f"{summary['rss_main_mib']:7.0f} {summary['rss_worker_mib']:7.0f} {summary['audio_s_per_step']:6.1f}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", choices=["tiny", "mid"], default=["tiny", "mid"])
     parser.add_argument("--profiles", nargs="+", choices=sorted(PROFILES), default=list(PROFILES))
-    parser.add_argument("--steps", type=int, default=30, help="measured steps per run")
-    parser.add_argument("--warmup", type=int, default=5, help="steps before the measurement starts")
+    parser.add_argument("--steps", type=int, default=20, help="measured steps per run")
+    parser.add_argument("--warmup", type=int, default=2, help="steps before the measurement starts")
     parser.add_argument("--runs", type=int, default=3, help="runs per trainer; medians are reported")
     parser.add_argument("--workers", type=int, default=2, help="loader workers, both trainers")
     parser.add_argument("--threads", type=int, default=2, help="torch threads, both trainers")
@@ -384,9 +427,11 @@ def main() -> int:
     parser.add_argument("--max-utterances", type=int, default=10, help="utterances-per-batch cap, both trainers")
     parser.add_argument("--sort-size", type=int, default=1024, help="length-sorting buffer, both trainers")
     parser.add_argument("--utterances", type=int, default=240, help="generated corpus size (repeated --repeat times)")
-    parser.add_argument("--repeat", type=int, default=4)
+    parser.add_argument("--repeat", type=int, default=1, help="keep warmup + steps + 1 within one epoch (see the docstring)")
     parser.add_argument("--corpus", type=Path, default=None, help="a dir with wav.scp + text instead of a generated corpus")
     parser.add_argument("--override", action="append", default=[], help="speechft config override key=value (repeatable)")
+    parser.add_argument("--variant", action="append", default=[], help="another speechft row, NAME:key=value;key=value "
+                        "(e.g. 'ckpt:activation_checkpointing=true', 'buckets:data.speech_buckets=[16,32,48,64]')")
     parser.add_argument("--reference", type=Path, default=REFERENCE_SCRIPT)
     parser.add_argument("--skip-upstream", action="store_true")
     parser.add_argument("--parity", action="store_true", help="also compare losses on identical batches")
@@ -399,7 +444,11 @@ def main() -> int:
     scratch.mkdir(parents=True, exist_ok=True)
     corpus = make_corpus(scratch, args.corpus, args.utterances)
     models = make_models(scratch, args.sizes)
-    trainers = ["speechft"] + ([] if args.skip_upstream else ["upstream"])
+    args.variants = {}
+    for text in args.variant:
+        name, _, overrides = text.partition(":")
+        args.variants[name] = [item for item in overrides.split(";") if item]
+    trainers = ["speechft", *args.variants] + ([] if args.skip_upstream else ["upstream"])
     print(f"corpus {corpus}; {args.steps} steps after {args.warmup} warm-up; {args.runs} runs; workers {args.workers}; threads {args.threads}; "
           f"token budget {args.token_budget}; <= {args.max_utterances} utterances/batch; load average {os.getloadavg()[0]:.1f}", flush=True)
     rows = []
@@ -414,17 +463,17 @@ def main() -> int:
                 order = trainers if run % 2 == 0 else trainers[::-1]
                 for name in order:
                     results[name].append(measure(name, model_dir, jsonl, profile, args, scratch))
-                    print(f"  {size:4} {profile:11} run {run + 1} {name:8} {_format(results[name][-1])}   load {os.getloadavg()[0]:.1f}", flush=True)
+                    print(f"  {size:4} {profile:11} run {run + 1} {name:10} {_format(results[name][-1])}   load {os.getloadavg()[0]:.1f}", flush=True)
             medians = {name: {key: statistics.median(r[key] for r in runs) for key in runs[0]} for name, runs in results.items()}
             rows.append((size, profile, medians))
     print()
-    print("size profile      trainer   audio-s/s  ms/step  cpu-ms  pad     rss-MiB worker   ratio   trainable/total")
+    print("size profile      trainer     audio-s/s  ms/step  cpu-ms  pad     rss-MiB worker audio/step ratio  trainable/total")
     for size, profile, medians in rows:
         for name, summary in medians.items():
             ratio = ""
-            if name == "speechft" and "upstream" in medians:
+            if name != "upstream" and "upstream" in medians:
                 ratio = f"{summary['audio_s_per_s'] / medians['upstream']['audio_s_per_s']:5.2f}x"
-            print(f"{size:4} {profile:12} {name:8} {_format(summary)}  {ratio:7} {int(summary['trainable']):,}/{int(summary['total']):,}")
+            print(f"{size:4} {profile:12} {name:10} {_format(summary)}  {ratio:7} {int(summary['trainable']):,}/{int(summary['total']):,}")
     print(f"(medians of {args.runs}; load average at the end {os.getloadavg()[0]:.1f}; scratch {scratch})")
     return 0
 

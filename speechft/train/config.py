@@ -163,7 +163,7 @@ class TrainConfig:
     log_every: int = 10
     """Write a metrics line every this many optimizer steps."""
     compile: bool = False
-    """torch.compile the encoder and the LLM (minutes of compiling first; measured slower on CPU; on GPU pair it with data.speech_buckets/token_buckets)."""
+    """torch.compile the encoder and the LLM (compiling takes minutes and every new batch shape may recompile: pair it with data.speech_buckets/token_buckets; meant for GPUs)."""
     activation_checkpointing: bool = False
     """Recompute encoder and LLM layer activations during backward instead of keeping them: less memory, more compute."""
     optim: OptimConfig = field(default_factory=OptimConfig)

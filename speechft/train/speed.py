@@ -1,7 +1,8 @@
 """Speed switches of the training config: activation checkpointing and torch.compile.
 
 Both change how the model computes, not what: the loss and the gradients stay the same. Both are
-off by default because on CPU they cost more than they save (bench/train.py measures them).
+off by default: checkpointing trades compute for memory (bench/train.py measured it several times
+slower on CPU), and compiling costs minutes up front and recompiles for new batch shapes.
 """
 
 from __future__ import annotations
