@@ -25,6 +25,11 @@ only short audio (fewer audio-seconds per step for the same per-step cost), and 
 speechft validates and checkpoints. The defaults (240 utterances, about 24 batches; 2 + 20 + 1
 steps) do that; the window then leaves out funasr's few shortest batches, which favours funasr.
 
+Measure on an otherwise idle machine (the load average is printed with every run): under other
+load funasr's trainer slowed down up to ~25x on 2 cores while speechft's barely moved, which
+says more about the machine than about either trainer. With 1 thread and 1 worker they were
+within ~10% of each other on the tiny model.
+
 `--parity` also feeds the same fixed batches through funasr's FunASRNano.forward and speechft's
 loss (dropout off on both sides) and trains a few steps from the same weights with each (constant
 lr, same clipping), printing the per-step losses and the largest difference.
