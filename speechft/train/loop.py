@@ -153,20 +153,6 @@ def autocast_for(config: TrainConfig, device: Any) -> tuple[Any, Any]:
     return device, (torch.bfloat16 if precision == "bf16" else None)
 
 
-def share_cpu_cores(loader_workers: int) -> None:
-    """Leave one core per loader worker (and per rank on this machine) to the others.
-
-    torch's default of one thread per core makes the training process compete with its own loader
-    workers for the same cores; the OpenMP threads then spin-wait on each other and a CPU step gets
-    several times slower than with fewer threads.
-    """
-    import torch
-
-    ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    cores = max(1, (os.cpu_count() or 1) // ranks_here)
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), cores - loader_workers)))
-
-
 def seed_everything(seed: int) -> None:
     import numpy as np
     import torch
@@ -704,8 +690,6 @@ def _train(request: TrainRequest, config: TrainConfig, world: dist_tools.World, 
     from speechft.train.forward import TrainForward
 
     device, autocast_dtype = autocast_for(config, world.device)
-    if device.type == "cpu":
-        share_cpu_cores(config.data.num_workers)
     # Every rank draws its own dropout masks and dither; weights come from model.pt, identical everywhere.
     seed_everything(config.seed + world.rank)
     bundle = load_model(request.model_dir, device=str(device), allow_missing=request.allow_missing)
