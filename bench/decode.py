@@ -31,30 +31,14 @@ from speechft.data.audio import load_audio  # noqa: E402
 from speechft.decode.model import ModelTranscriber  # noqa: E402
 from speechft.decode.run import DecodeItem, DecodeOptions, decode_items  # noqa: E402
 from speechft.model.build import load_model  # noqa: E402
-from speechft.model.tiny import build_tiny_model_dir  # noqa: E402
+from speechft.model.tiny import MID_SIZE, build_tiny_model_dir  # noqa: E402
 
 RATE = 16000
 PROMPT = "语音转写："
 
 
 def make_model(directory: Path) -> Path:
-    base = build_tiny_model_dir(
-        directory / "base",
-        encoder_dim=256,
-        encoder_heads=4,
-        encoder_linear_units=1024,
-        encoder_blocks=6,
-        encoder_tp_blocks=1,
-        adaptor_ffn_dim=1024,
-        adaptor_layers=2,
-        adaptor_heads=8,
-        llm_hidden=512,
-        llm_layers=4,
-        llm_heads=8,
-        llm_kv_heads=4,
-        llm_head_dim=64,
-        llm_intermediate=1536,
-    )
+    base = build_tiny_model_dir(directory / "base", **MID_SIZE)
     return make_talkative(base, directory / "model")
 
 

@@ -54,22 +54,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_SCRIPT = Path("/work/shared/bench-ref/ref_train_throughput.py")
 PROFILES = {"small-data": "adaptor-only", "medium-data": "enc+adaptor", "large-data": "full"}
-MID_SIZE = dict(
-    encoder_dim=256,
-    encoder_heads=4,
-    encoder_linear_units=1024,
-    encoder_blocks=6,
-    encoder_tp_blocks=1,
-    adaptor_ffn_dim=1024,
-    adaptor_layers=2,
-    adaptor_heads=8,
-    llm_hidden=512,
-    llm_layers=4,
-    llm_heads=8,
-    llm_kv_heads=4,
-    llm_head_dim=64,
-    llm_intermediate=1536,
-)
 
 
 class _Done(BaseException):
@@ -274,7 +258,7 @@ def make_corpus(scratch: Path, corpus: Path | None, utterances: int) -> Path:
 
 
 def make_models(scratch: Path, sizes: list[str]) -> dict[str, Path]:
-    from speechft.model.tiny import build_tiny_model_dir
+    from speechft.model.tiny import MID_SIZE, build_tiny_model_dir
 
     shapes = {"tiny": {}, "mid": MID_SIZE}
     return {size: build_tiny_model_dir(scratch / size, seed=0, **shapes[size]) for size in sizes}

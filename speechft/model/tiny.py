@@ -38,6 +38,26 @@ DEFAULT_CORPUS = (
 )
 
 
+# The "mid-size" model the benchmarks use (encoder 256-dim x 6 blocks, LLM 512 hidden x 4 layers,
+# about 24 M parameters): `build_tiny_model_dir(path, **MID_SIZE)`.
+MID_SIZE = dict(
+    encoder_dim=256,
+    encoder_heads=4,
+    encoder_linear_units=1024,
+    encoder_blocks=6,
+    encoder_tp_blocks=1,
+    adaptor_ffn_dim=1024,
+    adaptor_layers=2,
+    adaptor_heads=8,
+    llm_hidden=512,
+    llm_layers=4,
+    llm_heads=8,
+    llm_kv_heads=4,
+    llm_head_dim=64,
+    llm_intermediate=1536,
+)
+
+
 def tiny_config(
     *,
     encoder_dim: int,
