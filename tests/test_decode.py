@@ -18,11 +18,8 @@ MAX_TOKENS = 12
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from speechft.model.tiny import build_tiny_model_dir
-
-    tiny = build_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model", seed=0)
-    return make_talkative(tiny, tmp_path_factory.mktemp("talkative") / "model")
+def model_dir(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_talkative(tiny_dir, tmp_path_factory.mktemp("talkative") / "model")
 
 
 @pytest.fixture(scope="module")

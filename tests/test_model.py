@@ -19,13 +19,6 @@ PROMPT = "语音转写："
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from speechft.model.tiny import build_tiny_model_dir
-
-    return build_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model", seed=0)
-
-
-@pytest.fixture(scope="module")
 def talkative_dir(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model with noisier LLM weights so greedy decoding emits text, not an early stop."""
     directory = tmp_path_factory.mktemp("talkative") / "model"
