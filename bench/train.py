@@ -5,7 +5,8 @@
     .venv/bin/python bench/train.py --skip-upstream --override data.speech_buckets=16,32,64
 
 Both trainers train the same model directory (tiny: `build_tiny_model_dir` defaults, ~0.9 M
-parameters; mid: encoder 256-dim x 6 blocks, LLM 512 hidden x 4 layers) on the same jsonl (an
+parameters; mid: encoder 256-dim x 6 blocks, LLM 512 hidden x 4 layers; mid-vocab: mid with
+Qwen3's 151,936-row embedding and output layer, as every real Fun-ASR-Nano has) on the same jsonl (an
 espeak-ng corpus from examples/make_corpus.py, or `--corpus DIR` with wav.scp + text), with the
 same token budget, utterances-per-batch cap, torch threads and loader workers, for a fixed number
 of steps after a warm-up. Each measurement is its own process; speechft and upstream alternate
@@ -258,9 +259,9 @@ def make_corpus(scratch: Path, corpus: Path | None, utterances: int) -> Path:
 
 
 def make_models(scratch: Path, sizes: list[str]) -> dict[str, Path]:
-    from speechft.model.tiny import MID_SIZE, build_tiny_model_dir
+    from speechft.model.tiny import MID_SIZE, QWEN3_VOCAB_SIZE, build_tiny_model_dir
 
-    shapes = {"tiny": {}, "mid": MID_SIZE}
+    shapes = {"tiny": {}, "mid": MID_SIZE, "mid-vocab": {**MID_SIZE, "llm_vocab_size": QWEN3_VOCAB_SIZE}}
     return {size: build_tiny_model_dir(scratch / size, seed=0, **shapes[size]) for size in sizes}
 
 
@@ -405,7 +406,7 @@ def _format(summary: dict[str, float]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", nargs="+", choices=["tiny", "mid"], default=["tiny", "mid"])
+    parser.add_argument("--sizes", nargs="+", choices=["tiny", "mid", "mid-vocab"], default=["tiny", "mid"])
     parser.add_argument("--profiles", nargs="+", choices=sorted(PROFILES), default=list(PROFILES))
     parser.add_argument("--steps", type=int, default=20, help="measured steps per run")
     parser.add_argument("--warmup", type=int, default=2, help="steps before the measurement starts")

@@ -56,6 +56,8 @@ MID_SIZE = dict(
     llm_head_dim=64,
     llm_intermediate=1536,
 )
+# Qwen3's output layer size (Qwen3-0.6B config.json `vocab_size`).
+QWEN3_VOCAB_SIZE = 151936
 
 
 def tiny_config(
@@ -214,11 +216,14 @@ def build_tiny_model_dir(
     llm_intermediate: int = 192,
     tokenizer_corpus: Iterable[str] = (),
     tokenizer_vocab_size: int = 400,
+    llm_vocab_size: int | None = None,
 ) -> Path:
     """Write a tiny, randomly initialised Fun-ASR-Nano directory at `path` and return it.
 
     `tokenizer_corpus` is added to a built-in corpus (ChatML scaffolding, the guide's prompts,
     digits and commands) to train the byte-level BPE. The same `seed` gives the same weights.
+    `llm_vocab_size` widens the LLM's embedding and output layer past the tokenizer (as Qwen3's
+    151,936 rows do past its 151,669 tokens), e.g. to measure the cost of a full-size vocabulary.
     """
     import torch
 
@@ -230,6 +235,10 @@ def build_tiny_model_dir(
     added = json.loads((llm_dir / "tokenizer.json").read_text(encoding="utf-8")).get("added_tokens", [])
     ids = {token["content"]: token["id"] for token in added}
     vocab_size = max([*vocab.values(), *ids.values()]) + 1
+    if llm_vocab_size is not None:
+        if llm_vocab_size < vocab_size:
+            raise ValueError(f"llm_vocab_size {llm_vocab_size} is smaller than the tokenizer's {vocab_size} ids")
+        vocab_size = llm_vocab_size
     llm_config = qwen3_config(
         vocab_size=vocab_size,
         hidden=llm_hidden,
