@@ -1,7 +1,7 @@
 """Synthesise the example corpora with espeak-ng: Kaldi-style data dirs (wav.scp + text).
 
 Domain A is what the bundled tiny model is trained on: English digit strings, short English
-commands and Chinese digit strings, read by a handful of voices at ordinary speed and pitch.
+commands and Chinese digit strings, read by 75 voices (accent x variant) at ordinary speed and pitch.
 A small domain-A replay set is bundled too. Domain B is the "new domain" a user fine-tunes on: the same kind of content read by voices and
 accents domain A never heard, faster. Everything is seeded, so a rerun writes the same corpus.
 
@@ -28,9 +28,11 @@ VERBS = ["turn on", "turn off", "open", "close", "start", "stop", "check", "clea
 OBJECTS = ["the light", "the door", "the music", "the window", "the fan", "the radio", "the oven", "the heater"]
 PLACES = ["", "", "in the kitchen", "in the bedroom", "in the garage", "in the office", "upstairs"]
 
-# (espeak voice, variant) pairs; the two domains share none.
-DOMAIN_A_ENGLISH = [("en-us", "m1"), ("en-us", "m3"), ("en-us", "f2"), ("en-gb", "m2"), ("en-gb", "f1"), ("en-us", "f4")]
-DOMAIN_A_CHINESE = [("cmn", "m1"), ("cmn", "f2"), ("cmn", "m4")]
+# (espeak voice, variant) pairs; the two domains share no accent and no variant. Domain A has many
+# voices so that the model it trains generalises past them; domain B is a few it never heard.
+DOMAIN_A_VARIANTS = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "Mike", "john"]
+DOMAIN_A_ENGLISH = [(accent, v) for accent in ("en-us", "en-gb", "en-gb-x-gbclan", "en-gb-x-gbcwmd") for v in DOMAIN_A_VARIANTS]
+DOMAIN_A_CHINESE = [("cmn", v) for v in DOMAIN_A_VARIANTS]
 DOMAIN_B_ENGLISH = [("en-029", "Alex"), ("en-gb-scotland", "Andy"), ("en-us-nyc", "Annie"), ("en-gb-x-rp", "klatt3")]
 DOMAIN_B_CHINESE = [("cmn", "klatt2"), ("cmn", "Gene")]
 
@@ -129,15 +131,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--domain-a-train", type=int, default=0, help="also write domain-a/train with this many utterances (wav)")
     parser.add_argument("--domain-b-train", type=int, default=240)
     parser.add_argument("--test", type=int, default=60, help="utterances in each test set")
-    parser.add_argument("--replay", type=int, default=120, help="domain-A utterances bundled for replay during fine-tuning")
+    parser.add_argument("--replay", type=int, default=360, help="domain-A utterances bundled for replay during fine-tuning")
     parser.add_argument("--jobs", type=int, default=4)
     args = parser.parse_args(argv)
     for tool in ("espeak-ng", "sox"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} not found: apt-get install espeak-ng sox")
 
-    normal = dict(speeds=(140, 185), pitches=(35, 65))
-    fast = dict(speeds=(230, 290), pitches=(20, 80))
+    normal = dict(speeds=(140, 185), pitches=(30, 70))
+    fast = dict(speeds=(200, 260), pitches=(20, 80))
     sets = {
         "domain-a/test": make_set("a-test", args.test, 2, DOMAIN_A_ENGLISH, DOMAIN_A_CHINESE, **normal),
         # Domain-A utterances to mix into a domain-B fine-tune so the model does not forget A.
