@@ -36,10 +36,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from make_corpus import ENGLISH_DIGITS  # noqa: E402  (this script's own folder)
+
 from speechft.model.tiny import build_tiny_model_dir  # noqa: E402
 
 MODEL_FILES = ("config.yaml", "configuration.json", "model.pt", "Qwen3-0.6B")
-ENGLISH_DIGITS = "zero one two three four five six seven eight nine".split()
 # (group, share of the utterances, prep options); the verbatim group's English digit strings are spelled out.
 PROMPT_GROUPS = (
     ("normalised", 0.50, ["--itn", "on"]),
