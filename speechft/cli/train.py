@@ -26,7 +26,7 @@ def command(
     model_dir: Annotated[Path, typer.Option("--model-dir", help="Official Fun-ASR-Nano directory (config.yaml, model.pt, Qwen3-0.6B/).")],
     train: Annotated[list[str], typer.Option("--train", help="Training jsonl from `speechft prep`; FILE:WEIGHT to weight it; repeatable.")] = [],  # noqa: B006
     extra: Annotated[Optional[list[str]], typer.Argument(help="More train files, and KEY=VALUE config overrides.", show_default=False)] = None,
-    profile: Annotated[str, typer.Option("--profile", help="small-data | medium-data | large-data | auto | path.yaml")] = "auto",
+    profile: Annotated[str, typer.Option("--profile", help="small-data (alias adaptor-only) | medium-data (alias encoder+adaptor) | large-data (alias full) | auto | path.yaml")] = "auto",
     val: Annotated[Optional[Path], typer.Option("--val", help="Validation jsonl (default: a fixed subset of the training data).")] = None,
     output_dir: Annotated[Optional[Path], typer.Option("--output-dir", help="Run directory; becomes the fine-tuned model directory.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config, parameters, batches and memory estimate; train nothing.")] = False,

@@ -1,6 +1,6 @@
 """The training configuration: frozen dataclasses loaded strictly from YAML, with `key=value` overrides.
 
-A profile (`configs/small-data.yaml` ...) is plain data in this schema. Unknown keys and values of
+A profile (`speechft/profiles/small-data.yaml` ...) is plain data in this schema. Unknown keys and values of
 the wrong type are errors naming the key and the file; overrides such as `optim.lr=1e-4` go
 through the same conversion (YAML reads `1e-4` as a string, so values are converted by the
 field's declared type, not by how YAML happened to parse them).

@@ -13,21 +13,24 @@ from speechft import console
 from speechft.errors import TrainingError, UsageError
 from speechft.train.config import load_config
 from speechft.train.data import TrainSource, hours_of
-from speechft.train.profiles import PROFILES, profile_for_hours, profiles_dir
+from speechft.train.profiles import PROFILE_ALIASES, PROFILES, profile_for_hours, profiles_dir, shipped_profile
 
 
 def resolve_profile(profile: str, train: Sequence[TrainSource]) -> tuple[Path, str, str]:
-    """(YAML path, profile name, why) for `auto`, a shipped profile name, or a user YAML path."""
+    """(YAML path, profile name for reports, why) for `auto`, a shipped profile or its alias, or a user YAML path."""
     if profile == "auto":
         hours = hours_of([source.path for source in train])
         name, why = profile_for_hours(hours)
         return profiles_dir() / f"{name}.yaml", name, f"--profile auto: {why} (from speech_length in the train jsonl)"
-    if profile in PROFILES:
-        return profiles_dir() / f"{profile}.yaml", profile, f"--profile {profile}"
+    name = shipped_profile(profile)
+    if name is not None:
+        shown = name if name == profile else f"{name} (alias {profile})"
+        return profiles_dir() / f"{name}.yaml", shown, f"--profile {profile}"
     path = Path(profile)
     if path.suffix in (".yaml", ".yml") or path.exists():
         return path, path.stem, f"--profile {path}"
-    raise UsageError(f"--profile {profile!r}: use auto, {', '.join(PROFILES)} or a path to a YAML file")
+    aliases = ", ".join(f"{alias} = {target}" for alias, target in PROFILE_ALIASES.items())
+    raise UsageError(f"--profile {profile!r}: use auto, {', '.join(PROFILES)} (aliases: {aliases}) or a path to a YAML file")
 
 
 def split_arguments(train: Sequence[str], extra: Sequence[str]) -> tuple[list[TrainSource], list[str]]:

@@ -1,13 +1,18 @@
-"""The guide's data-size rule and the shipped training profiles (`configs/*.yaml`).
+"""The guide's data-size rule and the shipped training profiles (`speechft/profiles/*.yaml`).
 
 Light on purpose: `speechft prep` recommends a profile without importing the trainer.
 """
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
+from speechft.errors import ConfigError
+
 PROFILES = ("small-data", "medium-data", "large-data")
+# The names users know from the guide's advice, one per profile.
+PROFILE_ALIASES = {"adaptor-only": "small-data", "encoder+adaptor": "medium-data", "full": "large-data"}
 # The Fun-ASR guide: < 1000 h train the adaptor; < 5000 h encoder + adaptor; > 10000 h everything.
 SMALL_DATA_MAX_HOURS = 1000.0
 MEDIUM_DATA_MAX_HOURS = 5000.0
@@ -15,8 +20,23 @@ LARGE_DATA_MIN_HOURS = 10000.0
 
 
 def profiles_dir() -> Path:
-    """The shipped `configs/` folder (beside the package in a source checkout)."""
-    return Path(__file__).resolve().parents[2] / "configs"
+    """The folder of shipped profiles: package data, so it exists in an installed wheel as in a checkout."""
+    folder = resources.files("speechft") / "profiles"
+    # Every rank of a run and the resolved config name the profile by path, so it must be a real file;
+    # a zipped install (zipimport) would hand back a path inside the archive instead.
+    if not isinstance(folder, Path) or not folder.is_dir():
+        raise ConfigError(
+            f"the shipped profiles are not readable as files ({folder}); install speechft as plain files "
+            "(pip install speechft, not a zipped egg) or pass --profile path/to/profile.yaml"
+        )
+    return folder
+
+
+def shipped_profile(name: str) -> str | None:
+    """The shipped profile `name` or its alias stands for (`adaptor-only` -> `small-data`), else None."""
+    if name in PROFILES:
+        return name
+    return PROFILE_ALIASES.get(name)
 
 
 def profile_for_hours(hours: float) -> tuple[str, str]:
