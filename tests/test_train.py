@@ -50,12 +50,12 @@ def test_samples_match_funasr_data_load_speech(tiny_dir: Path, corpus: tuple[Pat
 
 
 def test_stereo_and_other_rates_are_converted(tmp_path: Path) -> None:
-    from speechft.train.data import load_waveform
+    from speechft.data.audio import load_audio
 
     stereo = write_tone(tmp_path / "s.wav", 0.5, 300.0, channels=2)
-    assert load_waveform(str(stereo)).ndim == 1
+    assert load_audio(str(stereo)).ndim == 1
     slow = write_tone(tmp_path / "r.wav", 0.5, 300.0, sample_rate=8000)
-    assert len(load_waveform(str(slow))) == 8000
+    assert len(load_audio(str(slow))) == 8000
 
 
 @pytest.mark.slow

@@ -42,6 +42,7 @@ def command(
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="Stop a transcript after this many tokens.")] = 512,
     tokens_per_second: Annotated[float, typer.Option("--max-tokens-per-second", min=0.0, help="Also stop a transcript after 16 + this many tokens per second of its audio, so one looping utterance cannot hold up its batch (0: no such bound).")] = 25.0,
     max_segment_seconds: Annotated[float, typer.Option("--max-segment-seconds", min=1.0, help="Split longer audio at quiet points.")] = 30.0,
+    max_seconds_in_flight: Annotated[float, typer.Option("--max-seconds-in-flight", min=1.0, help="Most seconds of audio loaded ahead of the model (64 KB of memory per second); a longer recording is loaded alone.")] = 600.0,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")] = "auto",
     resume: Annotated[bool, typer.Option("--resume", help="Keep the keys already in OUTPUT and decode the rest.")] = False,
     errors: Annotated[Optional[Path], typer.Option("--errors", help="Where to list keys that could not be decoded \\[default: decode_errors.tsv beside OUTPUT].", show_default=False)] = None,
@@ -86,7 +87,9 @@ def command(
         tokens_per_second=tokens_per_second or None,
         allow_missing=allow_missing,
     )
-    options = DecodeOptions(batch_size=batch_size, batch_seconds=batch_seconds, max_segment_seconds=max_segment_seconds, resume=resume)
+    options = DecodeOptions(
+        batch_size=batch_size, batch_seconds=batch_seconds, max_segment_seconds=max_segment_seconds, resume=resume, max_seconds_in_flight=max_seconds_in_flight
+    )
     with _progress(len(items)) as on_progress:
         summary = decode_items(items, transcriber, output, load_audio, options, errors_path=errors, on_progress=on_progress)
 

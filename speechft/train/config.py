@@ -86,6 +86,8 @@ class DataConfig:
     """Pad each batch's feature axis up to the smallest of these sizes (LFR frames, 60 ms each) that fits, so batches come in a few shapes a GPU or torch.compile plans once; [] pads to the longest utterance (fastest on CPU)."""
     token_buckets: tuple[int, ...] = ()
     """The same for the LLM token axis (prompt + audio tokens + transcript); [] pads to the longest."""
+    url_cache: str = "audio-cache"
+    """Keep audio of http(s) manifest lines here after the first download (relative to --output-dir; absolute to share it between runs) so later epochs read it from disk; "" downloads it every epoch."""
 
     def __post_init__(self) -> None:
         _check(self.token_budget > 0, "data.token_budget", "must be > 0")

@@ -3,10 +3,11 @@
 - :func:`read_manifest` parses a jsonl (UPSTREAM.md §2) into :class:`Utterance` records. A line
   that cannot be used (bad JSON, missing fields, a user turn without the `!` that marks an audio
   path, which upstream would silently train text-only) is skipped with its key and reason.
-- :class:`SpeechDataset` loads audio (soundfile; channels averaged; resampled to 16 kHz), computes
-  fbank/LFR with the model's frontend and builds prompt ids and labels exactly as FunASRNano
-  expects. A sample that fails to load comes back as a :class:`Skip`; nothing is replaced by a
-  random other sample.
+- :class:`SpeechDataset` loads audio with :func:`speechft.data.audio.load_audio` (local files or
+  URLs, kept in a download cache; channels averaged; resampled to 16 kHz), computes fbank/LFR with
+  the model's frontend and builds prompt ids and labels exactly as FunASRNano expects. A sample
+  that fails to load, or whose audio length disagrees with its `speech_length`, comes back as a
+  :class:`Skip`; nothing is replaced by a random other sample.
 - :class:`TokenBatchSampler` forms batches under a padded token budget, bucketed by length,
   shuffled by (seed, epoch), sharded by `rank`/`world_size`, resumable mid-epoch.
 - :func:`collate` pads a list of samples into one batch (shapes in its docstring).
@@ -27,13 +28,16 @@ from typing import Any
 
 import numpy as np
 
+from speechft.data import audio
 from speechft.errors import InputError
 from speechft.model.build import audio_token_count
 from speechft.model.inputs import IGNORE_INDEX, compute_features, prompt_ids, target_ids
 
-SAMPLE_RATE = 16000
 # fbank frames per LFR frame (the released frontend's lfr_n): the feature axis a batch pads.
 LFR_STRIDE = 6
+# Resampling rounds the sample count (one frame at most) and mp3 decoders differ by a few
+# milliseconds of padding; more than this means the audio is not what prep measured.
+SPEECH_FRAMES_TOLERANCE = 2
 SPEECH_PATTERN = re.compile(r"^(?P<prompt>.*?)<\|startofspeech\|>(?P<audio>.*?)<\|endofspeech\|>(?P<suffix>.*)$", re.S)
 
 
@@ -135,19 +139,16 @@ def parse_line(line: str, where: str, fallback_key: str) -> Utterance | Skip:
     return Utterance(key, audio, system, match["prompt"], match["suffix"], assistant, speech_frames, text_tokens, where)
 
 
-def _speech_frames_from_header(path: str) -> int:
-    import soundfile
-
-    info = soundfile.info(path)
-    duration_ms = info.frames * 1000 // info.samplerate
-    return max(0, (duration_ms - 25) // 10 + 1)
+def _speech_frames_from_header(location: str, url_cache_dir: str | Path | None = None) -> int:
+    return max(0, audio.read_info(location, cache_dir=url_cache_dir).fbank_frames)
 
 
-def read_manifest(path: str | Path, tokenizer: Any = None) -> tuple[list[Utterance], list[Skip]]:
+def read_manifest(path: str | Path, tokenizer: Any = None, url_cache_dir: str | Path | None = None) -> tuple[list[Utterance], list[Skip]]:
     """All usable utterances of a jsonl, and the skipped lines.
 
-    Missing `speech_length` is read from the audio header; missing `text_length` is counted with
-    `tokenizer` (required then). Raises InputError when the file is missing or nothing is usable.
+    Missing `speech_length` is read from the audio header (URLs are downloaded into
+    `url_cache_dir` when given); missing `text_length` is counted with `tokenizer` (required
+    then). Raises InputError when the file is missing or nothing is usable.
     """
     path = Path(path)
     try:
@@ -171,9 +172,9 @@ def read_manifest(path: str | Path, tokenizer: Any = None) -> tuple[list[Utteran
             continue
         if parsed.speech_frames < 0 or parsed.text_tokens < 0:
             try:
-                frames = parsed.speech_frames if parsed.speech_frames >= 0 else _speech_frames_from_header(parsed.audio)
-            except (RuntimeError, OSError) as error:
-                skipped.append(_skip(parsed.key, f"audio unreadable ({error})", where))
+                frames = parsed.speech_frames if parsed.speech_frames >= 0 else _speech_frames_from_header(parsed.audio, url_cache_dir)
+            except audio.AudioError as error:
+                skipped.append(_skip(parsed.key, f"audio unreadable ({error.detail})", where))
                 continue
             tokens = parsed.text_tokens
             if tokens < 0:
@@ -216,18 +217,12 @@ def hours_of(paths: Sequence[str | Path]) -> float:
     return frames / 100.0 / 3600.0
 
 
-def load_waveform(location: str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Mono float32 samples at `sample_rate`: channels averaged, other rates resampled."""
-    import soundfile
-
-    samples, rate = soundfile.read(location, dtype="float32", always_2d=True)
-    mono = samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
-    if rate != sample_rate and len(mono):
-        import torch
-        import torchaudio.functional
-
-        mono = torchaudio.functional.resample(torch.from_numpy(np.ascontiguousarray(mono)), rate, sample_rate).numpy()
-    return np.ascontiguousarray(mono, dtype=np.float32)
+def url_cache_dir(output_dir: Path, setting: str) -> Path | None:
+    """Where a run keeps downloaded URL audio: `data.url_cache` relative to the output directory
+    (absolute paths as they are, to share one cache between runs); None when it is empty."""
+    if not setting:
+        return None
+    return output_dir / setting
 
 
 @dataclass
@@ -251,6 +246,7 @@ class SpeechDataset:
 
     `speech_buckets` / `token_buckets` are the batch shapes the training loader pads to (see
     :func:`collate`); features are computed here, so in the loader's worker processes.
+    `url_cache_dir` keeps URL audio on disk after its first download (None: download every time).
     """
 
     def __init__(
@@ -261,8 +257,10 @@ class SpeechDataset:
         *,
         speech_buckets: Sequence[int] = (),
         token_buckets: Sequence[int] = (),
+        url_cache_dir: str | Path | None = None,
     ) -> None:
         self.utterances = list(utterances)
+        self.url_cache_dir = url_cache_dir
         self.tokenizer = tokenizer
         self.frontend = frontend
         self.speech_buckets = tuple(speech_buckets)
@@ -274,11 +272,19 @@ class SpeechDataset:
     def __getitem__(self, index: int) -> Sample | Skip:
         utterance = self.utterances[index]
         try:
-            waveform = load_waveform(utterance.audio)
-        except (RuntimeError, OSError, ValueError) as error:
-            return _skip(utterance.key, f"audio unreadable: {error}", utterance.where)
+            waveform = audio.load_audio(utterance.audio, cache_dir=self.url_cache_dir)
+        except audio.AudioError as error:
+            return _skip(utterance.key, f"audio unreadable: {error.detail}", utterance.where)
         if len(waveform) < 400:  # shorter than one 25 ms fbank window
             return _skip(utterance.key, f"audio too short ({len(waveform)} samples)", utterance.where)
+        frames = audio.fbank_frames_of(len(waveform))
+        if abs(frames - utterance.speech_frames) > SPEECH_FRAMES_TOLERANCE:
+            return _skip(
+                utterance.key,
+                f"audio is {frames} fbank frames long but speech_length says {utterance.speech_frames} "
+                "(file replaced or line edited?); rerun `speechft prep` to rewrite the jsonl",
+                utterance.where,
+            )
         if not np.isfinite(waveform).all():
             return _skip(utterance.key, "audio contains NaN or infinite samples", utterance.where)
         features = compute_features(self.frontend, waveform)
@@ -292,7 +298,7 @@ class SpeechDataset:
             labels=[IGNORE_INDEX] * len(source) + target,
             audio_start=audio_start,
             audio_tokens=audio_tokens,
-            seconds=len(waveform) / SAMPLE_RATE,
+            seconds=len(waveform) / audio.MODEL_SAMPLE_RATE,
             text=utterance.text,
             prompt=utterance.prompt,
             system=utterance.system,

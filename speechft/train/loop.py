@@ -48,6 +48,7 @@ from speechft.train.data import (
     filter_lengths,
     make_loader,
     read_manifest,
+    url_cache_dir,
 )
 from speechft.train.speed import apply_speed_switches
 
@@ -252,7 +253,10 @@ def prepare_data(request: TrainRequest, bundle: ModelBundle, world: dist_tools.W
     config = request.config
     utterances, groups, weights, skipped = _read_sources(request.train, bundle.tokenizer, config)
     train_frontend = build_frontend(bundle.config, dither=config.data.dither)
-    dataset = SpeechDataset(utterances, bundle.tokenizer, train_frontend, speech_buckets=config.data.speech_buckets, token_buckets=config.data.token_buckets)
+    cache = None if request.dry_run else url_cache_dir(request.output_dir, config.data.url_cache)
+    dataset = SpeechDataset(
+        utterances, bundle.tokenizer, train_frontend, speech_buckets=config.data.speech_buckets, token_buckets=config.data.token_buckets, url_cache_dir=cache
+    )
     sampler = TokenBatchSampler(
         [u.batch_tokens for u in utterances],
         token_budget=config.data.token_budget,
@@ -272,7 +276,7 @@ def prepare_data(request: TrainRequest, bundle: ModelBundle, world: dist_tools.W
         val_from_train = False
     else:
         val_utterances, val_from_train = utterances, True
-    val_dataset = SpeechDataset(val_utterances[:limit], bundle.tokenizer, bundle.frontend)
+    val_dataset = SpeechDataset(val_utterances[:limit], bundle.tokenizer, bundle.frontend, url_cache_dir=cache)
     val_samples: list[Sample] = []
     for index in range(len(val_dataset)):
         item = val_dataset[index]
