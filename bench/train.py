@@ -13,7 +13,7 @@ of steps after a warm-up. Each measurement is its own process; speechft and upst
 (the order flips every run) and the figures are medians over `--runs`.
 
 speechft is measured through `run_training` (the code path of `speechft train`) with its step
-function timed; upstream through /work/shared/bench-ref/ref_train_throughput.py (funasr-train-ds
+function timed; upstream through ../shared/bench-ref/ref_train_throughput.py (funasr-train-ds
 in-process, its only patch puts the device on CPU), with one more read-only hook here that notes
 each batch's padding. Reported per (size, profile, trainer): audio-seconds per wall second, ms per
 step, main-process CPU ms per step (less sensitive to other load on the machine), padding fraction
@@ -53,7 +53,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-REFERENCE_SCRIPT = Path("/work/shared/bench-ref/ref_train_throughput.py")
+# The shared reference harness sits beside the repository: ../shared/bench-ref/ from its root.
+REFERENCE_SCRIPT = Path(__file__).resolve().parents[2] / "shared" / "bench-ref" / "ref_train_throughput.py"
 PROFILES = {"small-data": "adaptor-only", "medium-data": "enc+adaptor", "large-data": "full"}
 
 
