@@ -102,8 +102,9 @@ def test_overfit_checkpoint_and_funasr_decode_the_same(tiny_dir: Path, corpus: t
     train = write_jsonl(tmp_path / "train.jsonl", [*json.loads("[" + ",".join(path.read_text(encoding="utf-8").splitlines()) + "]"), *extra])
     (tmp_path / "train.prompt.json").write_text('{"format": "test"}\n', encoding="utf-8")
     output = tmp_path / "run"
-    config = _config("max_epochs=10", "optim.lr=5e-3", "trainable=adaptor,llm", "data.token_budget=400", "data.max_utterances_per_batch=3", "validation.every_steps=0", "checkpoint.keep_last=2", "checkpoint.select=best")
-    result = run_training(TrainRequest(model_dir=tiny_dir, train=(TrainSource(train),), output_dir=output, config=config, show_progress=False))
+    # 2 of 8 lines are bad (the limit allows it); validation on the training file itself, to see it overfit.
+    config = _config("max_epochs=10", "optim.lr=5e-3", "trainable=adaptor,llm", "data.token_budget=400", "data.max_utterances_per_batch=3", "validation.every_steps=0", "checkpoint.keep_last=2", "checkpoint.select=best", "data.max_skip_fraction=0.25")
+    result = run_training(TrainRequest(model_dir=tiny_dir, train=(TrainSource(train),), output_dir=output, config=config, show_progress=False, val=train))
 
     records = [json.loads(line) for line in (output / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     train_losses = [r["loss"] for r in records if r["kind"] == "train"]
@@ -136,7 +137,7 @@ def test_overfit_checkpoint_and_funasr_decode_the_same(tiny_dir: Path, corpus: t
     assert all(ours)  # it learned to say something, so the comparison is not of empty strings
 
     # resume from the last checkpoint: nothing left to do, same selection
-    again = run_training(TrainRequest(model_dir=tiny_dir, train=(TrainSource(train),), output_dir=output, config=config, show_progress=False, resume="auto"))
+    again = run_training(TrainRequest(model_dir=tiny_dir, train=(TrainSource(train),), output_dir=output, config=config, show_progress=False, resume="auto", val=train))
     assert again.steps == result.steps
 
 

@@ -40,7 +40,7 @@ def test_split_for_ranks_only_halves_batches() -> None:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("corpus")
-    return write_jsonl(root / "train.jsonl", make_corpus(root / "wav", 8))
+    return write_jsonl(root / "train.jsonl", make_corpus(root / "wav", 9))  # 8 train, 1 held out for validation
 
 
 COMMON = [

@@ -19,8 +19,8 @@ torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.slow
 
 # Encoder + adaptor train, so dropout (encoder) and dither draw random numbers every step: the
-# RNG state must come back exactly. 6 utterances x 2 = 12 one-utterance batches per epoch; a
-# checkpoint every 5 steps lands in mid-epoch.
+# RNG state must come back exactly. 6 utterances, one held out for validation, x 2 = 10
+# one-utterance batches per epoch; a checkpoint every 5 steps lands in mid-epoch.
 SETTINGS = [
     "data.num_workers=0",
     "data.dither=1.0",
@@ -33,7 +33,7 @@ SETTINGS = [
     "checkpoint.keep_last=100",
     "checkpoint.select=last",
 ]
-TOTAL_STEPS = 24
+TOTAL_STEPS = 20
 
 
 @pytest.fixture(scope="module")

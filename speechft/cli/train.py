@@ -27,10 +27,12 @@ def command(
     train: Annotated[list[str], typer.Option("--train", help="Training jsonl from `speechft prep`; FILE:WEIGHT to weight it; repeatable.")] = [],  # noqa: B006
     extra: Annotated[Optional[list[str]], typer.Argument(help="More train files, and KEY=VALUE config overrides.", show_default=False)] = None,
     profile: Annotated[str, typer.Option("--profile", help="small-data (alias adaptor-only) | medium-data (alias encoder+adaptor) | large-data (alias full) | auto | path.yaml")] = "auto",
-    val: Annotated[Optional[Path], typer.Option("--val", help="Validation jsonl (default: a fixed subset of the training data).")] = None,
+    val: Annotated[Optional[Path], typer.Option("--val", help="Validation jsonl (default: a slice of the training data held out by key hash and not trained on).")] = None,
     output_dir: Annotated[Optional[Path], typer.Option("--output-dir", help="Run directory; becomes the fine-tuned model directory.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config, parameters, batches and memory estimate; train nothing.")] = False,
     resume: Annotated[str, typer.Option("--resume", help="off | auto (latest checkpoint in --output-dir) | path to a checkpoint folder.")] = "off",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete an earlier run's checkpoints, logs and model in --output-dir first (other files stay).")] = False,
+    output_dir_checked: Annotated[bool, typer.Option("--output-dir-checked", hidden=True, help="Set by the launcher for its ranks: --output-dir was checked before they started.")] = False,
     allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Accept a model.pt that lacks some weights (they stay random).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress display.")] = False,
     nproc_per_node: Annotated[int, typer.Option("--nproc-per-node", min=1, help="Ranks (GPUs) to start on this node through torchrun.")] = 1,
@@ -55,4 +57,6 @@ def command(
         show_progress=not quiet,
         launch=Launch(nproc_per_node, nnodes, node_rank, master_addr, master_port),
         command=shlex.join(["speechft", *sys.argv[1:]]),
+        overwrite=overwrite,
+        output_dir_checked=output_dir_checked,
     )

@@ -228,17 +228,40 @@ def selected_checkpoints(run_dir: Path, select: str) -> list[CheckpointInfo]:
 
 
 def selected_weights(run_dir: Path, select: str) -> tuple[dict[str, Any], list[CheckpointInfo]]:
-    """Trainable weights of the selection; `avg:K` averages the K best element-wise."""
+    """Trainable weights of the selection; `avg:K` averages the K best element-wise.
+
+    Each tensor is divided by the number of checkpoints holding it, and checkpoints that hold
+    different weights (written by runs that trained different modules) are an error rather than an
+    average of unlike things.
+    """
     import torch
 
     chosen = selected_checkpoints(run_dir, select)
     total: dict[str, Any] = {}
+    holders: dict[str, int] = {}
+    first_keys: set[str] | None = None
     for info in chosen:
         state = torch.load(info.path / TRAINABLE_FILE, map_location="cpu", weights_only=True)
+        if first_keys is None:
+            first_keys = set(state)
+        elif set(state) != first_keys:
+            raise TrainingError(_key_mismatch(chosen[0], first_keys, info, set(state), select))
         for name, tensor in state.items():
             total[name] = total.get(name, 0) + tensor.to(torch.float64)
-    averaged = {name: (tensor / len(chosen)).to(torch.float32) for name, tensor in total.items()}
+            holders[name] = holders.get(name, 0) + 1
+    averaged = {name: (tensor / holders[name]).to(torch.float32) for name, tensor in total.items()}
     return averaged, chosen
+
+
+def _key_mismatch(first: CheckpointInfo, first_keys: set[str], other: CheckpointInfo, other_keys: set[str], select: str) -> str:
+    only_first = sorted(first_keys - other_keys)
+    only_other = sorted(other_keys - first_keys)
+    parts = [f"only in {info.path.name}: {', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''} ({len(keys)})" for info, keys in ((first, only_first), (other, only_other)) if keys]
+    return (
+        f"checkpoint.select {select}: {first.path} and {other.path} hold different weights ({'; '.join(parts)}); "
+        "they were written by runs that trained different modules. Average checkpoints of one run only: "
+        "remove the foreign ones, or use checkpoint.select=best or last"
+    )
 
 
 def load_checkpoint(path: Path, *, model: Any) -> dict[str, Any]:
@@ -323,3 +346,52 @@ def write_model_dir(output_dir: Path, base_dir: Path, full_state: dict[str, Any]
         temporary.rename(target)
     _atomic_torch_save(full_state, output_dir / WEIGHTS_FILE)
     return output_dir / WEIGHTS_FILE
+
+
+def tied_aliases(model: Any) -> dict[str, str]:
+    """Parameter names that share their tensor with an earlier one, mapped to that one.
+
+    Qwen3-0.6B ties `lm_head.weight` to `embed_tokens.weight`: `named_parameters()` (and so the
+    optimizer and checkpoints) sees only the first, while a state dict holds both names.
+    """
+    first: dict[int, str] = {}
+    aliases: dict[str, str] = {}
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        owner = first.setdefault(id(parameter), name)
+        if owner != name:
+            aliases[name] = owner
+    return aliases
+
+
+def export_state(
+    model: Any, base_state: dict[str, Any], trained: dict[str, Any], whole: dict[str, Any] | None = None, *, llm_dtype: Any = None
+) -> dict[str, Any]:
+    """The fine-tuned `model.pt`: every tensor of the base file exactly as it was stored there
+    (bit for bit, dtype included), except the trained ones. Trained encoder and adaptor tensors are
+    stored in fp32 (funasr runs them in fp32; small fine-tuning updates would round away in bf16);
+    trained LLM tensors in `llm_dtype` (`llm_conf.llm_dtype`, bf16 in the release), the precision
+    funasr.AutoModel holds the LLM in, so both stacks decode the very same weights. A name tied to
+    a trained parameter (Qwen3's `lm_head`) gets the same trained value, so `best`/`avg:K`
+    selections reach it too.
+
+    Keys the model has and the base file lacks (a load with --allow-missing) come from `whole`
+    (gathered FSDP weights) or the model; nothing else is added, so a base file without a CTC head
+    gives an output without one.
+    """
+    import torch
+
+    whole = whole or {}
+    aliases = tied_aliases(model)
+    model_state = model.state_dict()
+    exported: dict[str, Any] = {}
+    for name in [*base_state, *(key for key in model_state if key not in base_state)]:
+        source = aliases.get(name, name)
+        if source in trained:
+            dtype = llm_dtype if llm_dtype is not None and name.startswith("llm.") else torch.float32
+            value = trained[source].detach().to("cpu", dtype)
+        elif name in base_state:
+            value = base_state[name]
+        else:
+            value = whole.get(name, model_state[name]).detach().to("cpu")
+        exported[name] = value.contiguous().clone()
+    return exported

@@ -88,6 +88,8 @@ class DataConfig:
     """The same for the LLM token axis (prompt + audio tokens + transcript); [] pads to the longest."""
     url_cache: str = "audio-cache"
     """Keep audio of http(s) manifest lines here after the first download (relative to --output-dir; absolute to share it between runs) so later epochs read it from disk; "" downloads it every epoch."""
+    max_skip_fraction: float = 0.05
+    """Stop the run (no model.pt) when more than this fraction of the training utterances is skipped (bad lines, lengths, unreadable audio); a run where all are skipped always stops."""
 
     def __post_init__(self) -> None:
         _check(self.token_budget > 0, "data.token_budget", "must be > 0")
@@ -96,6 +98,7 @@ class DataConfig:
         _check(self.sort_buffer >= 1, "data.sort_buffer", "must be >= 1")
         _check(self.num_workers >= 0, "data.num_workers", "must be >= 0")
         _check(self.dither is None or self.dither >= 0, "data.dither", "must be >= 0 or null")
+        _check(0 <= self.max_skip_fraction <= 1, "data.max_skip_fraction", "must be in [0, 1]")
         for name in ("speech_buckets", "token_buckets"):
             sizes = getattr(self, name)
             _check(all(size > 0 for size in sizes) and list(sizes) == sorted(set(sizes)), f"data.{name}", "must be positive sizes in increasing order")
@@ -106,7 +109,9 @@ class ValidationConfig:
     every_steps: int = 0
     """Also validate (and checkpoint) every this many optimizer steps; epochs always end with one (0: epoch ends only)."""
     max_utterances: int = 200
-    """Validate on the first this many utterances of the val jsonl (0: all of them)."""
+    """Validate on at most this many utterances: the first ones of --val, or the held-out slice (0: no limit)."""
+    held_out_fraction: float = 0.05
+    """Without --val: hold out this fraction of the training utterances for validation, chosen by a hash of the key and never trained on (at least 1 when there are 2 or more, at most max_utterances; 0: no validation)."""
     batch_size: int = 16
     """Utterances per greedy-decoding batch."""
     max_new_tokens: int = 0
@@ -115,6 +120,7 @@ class ValidationConfig:
     def __post_init__(self) -> None:
         _check(self.every_steps >= 0, "validation.every_steps", "must be >= 0")
         _check(self.max_utterances >= 0, "validation.max_utterances", "must be >= 0")
+        _check(0 <= self.held_out_fraction <= 0.5, "validation.held_out_fraction", "must be in [0, 0.5]")
         _check(self.batch_size >= 1, "validation.batch_size", "must be >= 1")
         _check(self.max_new_tokens >= 0, "validation.max_new_tokens", "must be >= 0")
 

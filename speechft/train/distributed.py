@@ -128,6 +128,17 @@ def barrier(world: World) -> None:
         dist.barrier()
 
 
+def broadcast_from_main(world: World, value: Any) -> Any:
+    """Rank 0's `value` (any picklable object) on every rank; also a barrier behind rank 0."""
+    if not world.distributed:
+        return value
+    import torch.distributed as dist
+
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
 def gather_to_main(world: World, value: Any) -> list[Any]:
     """Every rank's `value` on rank 0, in rank order (other ranks get an empty list)."""
     if not world.distributed:

@@ -68,9 +68,16 @@ def worker_arguments(
     resume: str,
     allow_missing: bool,
     show_progress: bool,
+    output_dir_checked: bool = False,
 ) -> list[str]:
-    """The `speechft train ...` arguments each rank runs with: the user's, minus the launcher's."""
+    """The `speechft train ...` arguments each rank runs with: the user's, minus the launcher's.
+
+    `output_dir_checked` tells the ranks the launcher has already checked the output directory for
+    an earlier run (and cleared it for --overwrite): a rank must not take the files another rank
+    has just written for an earlier run's."""
     arguments = ["train", "--profile", profile, "--model-dir", str(model_dir), "--output-dir", str(output_dir), "--resume", resume]
+    if output_dir_checked:
+        arguments.append("--output-dir-checked")
     for item in train_files:
         arguments += ["--train", item]
     if val is not None:
@@ -129,13 +136,16 @@ def train(
     show_progress: bool,
     launch: Launch | None = None,
     command: str = "speechft train",
+    overwrite: bool = False,
+    output_dir_checked: bool = False,
 ) -> object:
     """Resolve options into a TrainRequest and run it; print the outcome on the consoles.
 
     With `launch` asking for several ranks (and not already one of them), start torchrun with
-    the same arguments instead; every rank then comes back here and joins the run.
+    the same arguments instead; every rank then comes back here and joins the run. The output
+    directory is checked for an earlier run once, here, before any rank starts.
     """
-    from speechft.train import distributed
+    from speechft.train import distributed, faults
     from speechft.train.loop import DryRunReport, TrainRequest, run_training
 
     sources, overrides = split_arguments(train_files, extra)
@@ -146,11 +156,18 @@ def train(
     if not is_worker or int(os.environ.get("RANK", "0")) == 0:
         console.err.print(f"profile {name}: {why}")
     if launch is not None and launch.starts_workers and not dry_run and not is_worker:
-        load_config(path, overrides)  # a config error is reported once, here, not by every rank
+        config = load_config(path, overrides)  # a config error is reported once, here, not by every rank
         run_dir = output_dir or Path(".")
+        if not output_dir_checked:
+            # Only the first node deletes (--overwrite); every node refuses an earlier run alike.
+            notes = faults.prepare_output_dir(
+                run_dir, resume=resume, overwrite=overwrite, model_dir=model_dir, clear=launch.node_rank == 0, keep=(config.data.url_cache,)
+            )
+            for note in notes:
+                console.err.print(note, soft_wrap=True, markup=False)
         arguments = worker_arguments(
             profile=str(path), model_dir=model_dir, train_files=train_files, extra=extra, output_dir=run_dir,
-            val=val, resume=resume, allow_missing=allow_missing, show_progress=show_progress,
+            val=val, resume=resume, allow_missing=allow_missing, show_progress=show_progress, output_dir_checked=True,
         )
         return launch_ranks(launch, arguments, run_dir, command)
     config = load_config(path, overrides)
@@ -163,6 +180,8 @@ def train(
         profile=name,
         dry_run=dry_run,
         resume=resume,
+        overwrite=overwrite,
+        output_dir_checked=output_dir_checked,
         allow_missing=allow_missing,
         show_progress=show_progress,
         command=os.environ.get(distributed.COMMAND_VARIABLE, command),

@@ -1,24 +1,51 @@
-"""What a long run must survive: a stop request, an output directory that cannot hold it.
+"""What a long run must survive, and what must stop it rather than let it go silently wrong.
 
 - :class:`GracefulStop` turns SIGINT/SIGTERM into a flag the loop reads between steps, so the
   current step finishes and a checkpoint is written before the process exits.
 - :func:`check_output_dir` and :func:`check_free_space` fail before training starts, not hours
   later at the first checkpoint.
+- :func:`prepare_output_dir` refuses an output directory that holds an earlier run (its
+  checkpoints would be ranked and averaged with the new ones) unless asked to resume it or to
+  overwrite it, and :func:`check_shared_output_dir` proves every rank sees the same directory.
+- :func:`skip_problem` words the stop of a run that skipped too much of its data.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import secrets
 import shlex
 import shutil
 import signal
+import socket
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from speechft.errors import TrainingError
+from speechft.errors import TrainingError, UsageError
+from speechft.model.build import CONFIG_FILE, CONFIGURATION_FILE, LLM_FOLDER, WEIGHTS_FILE
+from speechft.train.checkpoint import CHECKPOINTS, EXTRA_MODEL_FILES, list_checkpoints
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+# What a run writes into its output directory.
+RESOLVED_CONFIG = "train_config.yaml"
+METRICS_FILE = "metrics.jsonl"
+STOPPED_FILE = "stopped.json"
+SKIPPED_FILE = "skipped.jsonl"
+PROMPT_FILE = "prompt.json"
+SUMMARY_FILE = "train_summary.json"
+CURVES_FILE = "curves.png"
+TENSORBOARD_FOLDER = "tensorboard"
+SHARED_MARKER = ".speechft-shared-check"
+# Logs that describe one run: a new run must not append to an earlier one's.
+RUN_LOGS = (METRICS_FILE, SKIPPED_FILE, STOPPED_FILE, SUMMARY_FILE, CURVES_FILE, TENSORBOARD_FOLDER)
+# The resolved config is not listed: every run rewrites it first, and it may be the --profile in use.
+RUN_OUTPUTS = (CHECKPOINTS, *RUN_LOGS, WEIGHTS_FILE, CONFIG_FILE, CONFIGURATION_FILE, LLM_FOLDER, PROMPT_FILE, *EXTRA_MODEL_FILES)
 
 
 class GracefulStop:
@@ -48,7 +75,8 @@ class GracefulStop:
 
 
 def resume_command(command: str) -> str:
-    """The user's command with `--resume auto` (replacing any other --resume)."""
+    """The user's command with `--resume auto` (replacing any other --resume; an --overwrite goes,
+    or it would delete the run being resumed)."""
     try:
         words = shlex.split(command)
     except ValueError:
@@ -62,7 +90,7 @@ def resume_command(command: str) -> str:
         if word == "--resume":
             skip_next = True
             continue
-        if word.startswith("--resume="):
+        if word.startswith("--resume=") or word == "--overwrite":
             continue
         kept.append(word)
     return shlex.join([*kept, "--resume", "auto"])
@@ -100,3 +128,225 @@ def check_free_space(output_dir: Path, needed_bytes: int) -> None:
 def _gigabytes(count: int) -> str:
     return f"{count / 1024**3:.2f} GiB"
 
+
+
+# ------------------------------------------------------------------------ an earlier run
+
+
+def earlier_run(output_dir: Path) -> list[str]:
+    """What `output_dir` holds of an earlier run that checkpointed or finished (names for a message)."""
+    found = []
+    checkpoints = [path for path in (output_dir / CHECKPOINTS).glob("step-*") if path.is_dir()]
+    if checkpoints:
+        found.append(f"{CHECKPOINTS}/ with {len(checkpoints)} checkpoint{'s' if len(checkpoints) > 1 else ''}")
+    if (output_dir / WEIGHTS_FILE).exists():
+        found.append(WEIGHTS_FILE)
+    return found
+
+
+def _resumes_in_place(output_dir: Path, resume: str) -> bool:
+    """True when `resume` continues a run whose checkpoints are in `output_dir`."""
+    if resume == "auto":
+        return bool(list_checkpoints(output_dir))
+    if resume == "off":
+        return False
+    return (output_dir / CHECKPOINTS).resolve() in Path(resume).resolve().parents
+
+
+def check_previous_run(output_dir: Path, *, resume: str, overwrite: bool, model_dir: Path | None = None) -> None:
+    """Refuse to start a new run where an earlier one left checkpoints or a model (read-only)."""
+    if model_dir is not None and output_dir.resolve() == model_dir.resolve():
+        raise UsageError(f"--output-dir {output_dir} is the --model-dir: the fine-tuned model would replace the base one; choose another directory")
+    if overwrite and resume != "off":
+        if resume == "auto" or _resumes_in_place(output_dir, resume):
+            raise UsageError(f"--overwrite deletes the run in {output_dir} that --resume {resume} would continue; pass one of them, not both")
+        return
+    if overwrite or _resumes_in_place(output_dir, resume):
+        return
+    found = earlier_run(output_dir)
+    if found:
+        raise UsageError(
+            f"--output-dir {output_dir} already holds an earlier run ({', '.join(found)}); a new run there would rank and "
+            "average its checkpoints with the old ones. Continue that run with --resume auto, or start afresh in a new "
+            "--output-dir (or add --overwrite to delete the earlier run's files first)."
+        )
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def clear_previous_run(output_dir: Path, keep: Sequence[str] = ()) -> list[str]:
+    """--overwrite: delete what speechft wrote in `output_dir` except `keep` (caches); leave
+    everything else. Returns notes for the user."""
+    if not output_dir.is_dir():
+        return []
+    entries = sorted(output_dir.iterdir())
+    ours = [path for path in entries if path.name in RUN_OUTPUTS or path.name.startswith((".tmp-", ".old-", ".write-test-"))]
+    for path in ours:
+        _remove(path)
+    notes = [f"--overwrite: removed {', '.join(path.name for path in ours)} from {output_dir}"] if ours else []
+    others = [path.name for path in entries if path not in ours and path.name not in (RESOLVED_CONFIG, SHARED_MARKER, *keep)]
+    if others:
+        more = f" and {len(others) - 5} more" if len(others) > 5 else ""
+        notes.append(f"--overwrite: kept {len(others)} file(s) speechft did not write: {', '.join(others[:5])}{more}")
+    return notes
+
+
+def clear_run_logs(output_dir: Path) -> list[str]:
+    """A fresh run starts its own logs: those of an earlier run that wrote no checkpoint go."""
+    stale = [output_dir / name for name in RUN_LOGS if (output_dir / name).exists()]
+    for path in stale:
+        _remove(path)
+    if not stale:
+        return []
+    return [f"removed the logs of an earlier run that wrote no checkpoint from {output_dir} ({', '.join(path.name for path in stale)})"]
+
+
+def prepare_output_dir(
+    output_dir: Path, *, resume: str, overwrite: bool, model_dir: Path | None = None, clear: bool = True, keep: Sequence[str] = ()
+) -> list[str]:
+    """Before anything of this run is written: refuse an earlier run's directory, or clear it as asked.
+
+    With `clear` False (every node but the first of a multi-node launch) only the check runs, so
+    one node alone deletes. `keep` names entries --overwrite leaves (the URL audio cache).
+    Returns notes for the user.
+    """
+    check_previous_run(output_dir, resume=resume, overwrite=overwrite, model_dir=model_dir)
+    if not clear:
+        return []
+    if overwrite:
+        return clear_previous_run(output_dir, keep)
+    if _resumes_in_place(output_dir, resume):
+        return []
+    return clear_run_logs(output_dir)
+
+
+# ------------------------------------------------------------------- one filesystem for all
+
+
+def check_shared_output_dir(directory: Path, world: Any, *, wait_s: float = 5.0) -> None:
+    """Prove every rank sees the files rank 0 writes in `directory`, or stop every rank.
+
+    Rank 0 writes a random token into a marker file and sends the token to every rank through the
+    process group; each rank must read the same token from the file within `wait_s`. A rank on a
+    node whose `directory` is a local disk finds no marker (or a stale one) and names its host:
+    checkpoints written by rank 0 would be missing there when resuming.
+    """
+    if not world.distributed:
+        return
+    from speechft.train import distributed as dist_tools
+
+    marker = directory / SHARED_MARKER
+    problem = None
+    token = ""
+    if world.is_main:
+        token = secrets.token_hex(16)
+        try:
+            marker.write_text(token, encoding="utf-8")
+        except OSError as error:
+            problem = f"rank 0 on host {socket.gethostname()}: cannot write {marker} ({error.strerror or error})"
+    # The broadcast also orders the ranks: none looks before rank 0 has written.
+    token = dist_tools.broadcast_from_main(world, token)
+    if not world.is_main and token:
+        problem = _look_for_marker(marker, token, wait_s, world.rank)
+    try:
+        problems = [found for found in dist_tools.gather_to_main(world, problem) if found]
+        (failing,) = dist_tools.sum_across(world, [1 if problem or not token else 0])
+    finally:
+        if world.is_main:
+            marker.unlink(missing_ok=True)
+    if not failing:
+        return
+    if problem is not None:
+        raise TrainingError(problem)
+    if world.is_main:
+        raise TrainingError("; ".join(problems))
+    raise TrainingError(f"rank {world.rank}: stopping, another rank cannot see --output-dir {directory} (rank 0's message names it)")
+
+
+def _look_for_marker(marker: Path, token: str, wait_s: float, rank: int) -> str | None:
+    """None once `marker` holds `token`; otherwise, after `wait_s`, what is wrong."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            found: str | None = marker.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            found = None
+        except OSError as error:
+            found = f"unreadable ({error.strerror or error})"
+        if found == token:
+            return None
+        if time.monotonic() >= deadline:
+            break
+        # Network filesystems may show a new file only after their attribute cache expires.
+        time.sleep(0.2)
+    seen = "it is not there" if found is None else "it holds another run's token" if not found.startswith("unreadable") else f"it is {found}"
+    return (
+        f"rank {rank} on host {socket.gethostname()}: the marker rank 0 wrote in --output-dir {marker.parent} is not visible "
+        f"here after {wait_s:g} s ({seen}): --output-dir must be on a filesystem every node sees (NFS, Lustre...), "
+        "not a disk local to one node"
+    )
+
+
+# -------------------------------------------------------------------------- skipped data
+
+
+def reason_kind(reason: str) -> str:
+    """A skip reason without its particulars (file names, numbers), for counting by kind."""
+    head = re.split(r"[:(]", reason, maxsplit=1)[0]
+    return re.sub(r"[0-9]+(\.[0-9]+)?", "N", head).strip() or reason
+
+
+def skip_problem(
+    skips: Sequence[tuple[str, str, str]], total: int, max_fraction: float, *, full_list: Path | None = None, nothing_trained: str = ""
+) -> str | None:
+    """None while the skipped utterances are few enough; else the message that stops the run.
+
+    `skips` are (key, reason, where) records, possibly several per key (a file that fails every
+    epoch); utterances are counted once, against `total` training utterances. `nothing_trained`
+    (e.g. "epoch 1 made no optimizer step") stops the run whatever the fraction.
+    """
+    first: dict[str, tuple[str, str]] = {}
+    for key, reason, where in skips:
+        first.setdefault(key, (reason, where))
+    count = len(first)
+    if not nothing_trained and (count == 0 or (count < total and count <= max_fraction * total)):
+        return None
+    if nothing_trained:
+        head = f"{nothing_trained}: {count} of {total} training utterances were skipped"
+    elif count >= total:
+        head = f"every one of the {total} training utterances was skipped"
+    else:
+        head = f"{count} of {total} training utterances ({count / max(total, 1):.1%}) were skipped, more than data.max_skip_fraction {max_fraction:g}"
+    by_kind: dict[str, list[tuple[str, str, str]]] = {}
+    for key, (reason, where) in first.items():
+        by_kind.setdefault(reason_kind(reason), []).append((key, reason, where))
+    lines = [head + ". By reason:"]
+    for kind, items in sorted(by_kind.items(), key=lambda item: -len(item[1])):
+        examples = ", ".join(f"{key} ({where})" if where else key for key, _, where in items[:3])
+        more = ", ..." if len(items) > 3 else ""
+        lines.append(f"  {len(items)} x {kind}: {examples}{more}; first reason in full: {items[0][1]}")
+    where_listed = f"Every skipped line and its reason: {full_list}. " if full_list is not None else ""
+    lines.append(f"{where_listed}Fix or remove those lines, or raise data.max_skip_fraction to train on the rest; no model.pt was written.")
+    return "\n".join(lines)
+
+
+def read_skip_records(path: Path) -> list[tuple[str, str, str]]:
+    """(key, reason, where) of the training data's skips in a run's skipped.jsonl (--val lines left out)."""
+    records = []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("split", "train") == "train":
+            records.append((str(record.get("key", "")), str(record.get("reason", "")), str(record.get("where", ""))))
+    return records

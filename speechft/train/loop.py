@@ -22,20 +22,20 @@ import random
 import shutil
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
 
 from speechft import console
-from speechft.errors import ConfigError, InputError, TrainingError
-from speechft.model.build import ModelBundle, build_frontend, load_model, module_of
+from speechft.errors import ConfigError, InputError, SpeechftError, TrainingError, UsageError
+from speechft.model.build import ModelBundle, build_frontend, load_model, module_of, read_state_dict
 from speechft.model.inputs import IGNORE_INDEX, embed_inputs
 from speechft.train import checkpoint as ckpt
 from speechft.train import distributed as dist_tools
-from speechft.train import faults
-from speechft.train.config import TrainConfig, dump_config, load_config
+from speechft.train import faults, holdout
+from speechft.train.config import TrainConfig, ValidationConfig, dump_config, load_config
 from speechft.train.data import (
     Batch,
     Sample,
@@ -50,14 +50,10 @@ from speechft.train.data import (
     read_manifest,
     url_cache_dir,
 )
+from speechft.train.faults import METRICS_FILE, PROMPT_FILE, RESOLVED_CONFIG, SKIPPED_FILE, STOPPED_FILE, SUMMARY_FILE
 from speechft.train.speed import apply_speed_switches
 
 MODULE_ATTRIBUTES = {"encoder": "audio_encoder", "adaptor": "audio_adaptor", "llm": "llm"}
-RESOLVED_CONFIG = "train_config.yaml"
-METRICS_FILE = "metrics.jsonl"
-STOPPED_FILE = "stopped.json"
-SKIPPED_FILE = "skipped.jsonl"
-PROMPT_FILE = "prompt.json"
 
 
 @dataclass(frozen=True)
@@ -72,6 +68,8 @@ class TrainRequest:
     profile: str = "custom"
     dry_run: bool = False
     resume: str = "off"  # off | auto | path to a checkpoint folder
+    overwrite: bool = False  # delete an earlier run's files in output_dir first
+    output_dir_checked: bool = False  # the launcher has already checked (and cleared) output_dir
     allow_missing: bool = False
     show_progress: bool = True
     command: str = "speechft train"  # as the user typed it, for the resume hint
@@ -111,6 +109,7 @@ class TrainResult:
     stopped_by: str | None = None  # the signal that stopped the run early, if one did
     resume_command: str | None = None
     first_epoch_samples: int = 0
+    validation: str = ""  # where the validation utterances came from, in words
 
 
 @dataclass
@@ -226,9 +225,13 @@ class TrainData:
     dataset: SpeechDataset
     sampler: TokenBatchSampler
     val_samples: list[Sample]
-    val_from_train: bool
-    skipped: list[Skip] = field(default_factory=list)
+    val_from_train: bool  # held out of the training files (and not trained on)
+    skipped: list[Skip] = field(default_factory=list)  # training lines and utterances
     hours: float = 0.0
+    corpus_utterances: int = 0  # distinct keys of the training files, skipped ones included
+    val_skipped: list[Skip] = field(default_factory=list)  # lines of the --val file
+    val_source: str = "none"  # held-out | the --val path | none
+    validation: str = ""  # where the validation utterances came from, in words
 
 
 def _read_sources(sources: Sequence[TrainSource], tokenizer: Any, config: TrainConfig) -> tuple[list[Utterance], list[list[int]], list[float], list[Skip]]:
@@ -248,10 +251,60 @@ def _read_sources(sources: Sequence[TrainSource], tokenizer: Any, config: TrainC
     return utterances, groups, weights, skipped
 
 
+def _hold_out(utterances: list[Utterance], groups: list[list[int]], settings: ValidationConfig) -> tuple[list[Utterance], list[list[int]], list[Utterance]]:
+    """(training utterances, their groups, validation utterances): the held-out slice leaves training."""
+    keys = [u.key for u in utterances]
+    count = holdout.held_out_count(len(set(keys)), fraction=settings.held_out_fraction, limit=settings.max_utterances)
+    held = holdout.split_held_out(keys, groups, count)
+    if not held:
+        return utterances, groups, []
+    position: dict[int, int] = {}
+    kept: list[Utterance] = []
+    for index, utterance in enumerate(utterances):
+        if index not in held:
+            position[index] = len(kept)
+            kept.append(utterance)
+    validation = list({utterances[index].key: utterances[index] for index in sorted(held, reverse=True)}.values())[::-1]
+    return kept, [[position[index] for index in group if index in position] for group in groups], validation
+
+
+def _read_validation(path: Path, tokenizer: Any, config: TrainConfig) -> tuple[list[Utterance], list[Skip]]:
+    """The --val file through the training data's length limits; its first `max_utterances`."""
+    read, bad = read_manifest(path, tokenizer)
+    kept, outside = filter_lengths(read, max_sample_tokens=config.data.max_sample_tokens, min_speech_frames=config.data.min_speech_frames)
+    if not kept:
+        raise InputError(f"--val {path}: every line is outside the length limits (data.max_sample_tokens, data.min_speech_frames)")
+    return kept[: config.validation.max_utterances or None], bad + outside
+
+
+def _describe_validation(request: TrainRequest, held_out: int, usable: int, skipped: int) -> str:
+    if request.val is not None:
+        lost = f"; {skipped} of its lines skipped (reasons in {SKIPPED_FILE})" if skipped else ""
+        return f"validation: {usable} utterances of --val {request.val}{lost}"
+    settings = request.config.validation
+    if held_out:
+        failed = f" ({held_out - usable} unreadable)" if held_out > usable else ""
+        return (
+            f"validation: {held_out} utterances{failed} held out of the training data by a hash of their keys "
+            f"(validation.held_out_fraction {settings.held_out_fraction:g}, at most validation.max_utterances); they are not trained on"
+        )
+    why = "validation.held_out_fraction is 0" if settings.held_out_fraction == 0 else "one training utterance cannot be split"
+    return f"validation: none (no --val, and {why}); checkpoints are ranked by step, the last one is best"
+
+
 def prepare_data(request: TrainRequest, bundle: ModelBundle, world: dist_tools.World | None = None) -> TrainData:
-    """Manifests -> training dataset + sampler, and the fixed validation samples (features at dither 0)."""
+    """Manifests -> training dataset + sampler, and the fixed validation samples (features at dither 0).
+
+    Without --val the validation utterances are a held-out slice of the training files (see
+    :mod:`speechft.train.holdout`), removed from training."""
     config = request.config
     utterances, groups, weights, skipped = _read_sources(request.train, bundle.tokenizer, config)
+    corpus_utterances = len({u.key for u in utterances} | {s.key for s in skipped})
+    if request.val is not None:
+        val_utterances, val_skipped = _read_validation(request.val, bundle.tokenizer, config)
+    else:
+        utterances, groups, val_utterances = _hold_out(utterances, groups, config.validation)
+        val_skipped = []
     train_frontend = build_frontend(bundle.config, dither=config.data.dither)
     cache = None if request.dry_run else url_cache_dir(request.output_dir, config.data.url_cache)
     dataset = SpeechDataset(
@@ -269,23 +322,22 @@ def prepare_data(request: TrainRequest, bundle: ModelBundle, world: dist_tools.W
         rank=world.rank if world else 0,
         world_size=world.world_size if world else 1,
     )
-    limit = config.validation.max_utterances or None
-    if request.val is not None:
-        val_utterances, val_skipped = read_manifest(request.val, bundle.tokenizer)
-        skipped += val_skipped
-        val_from_train = False
-    else:
-        val_utterances, val_from_train = utterances, True
-    val_dataset = SpeechDataset(val_utterances[:limit], bundle.tokenizer, bundle.frontend, url_cache_dir=cache)
+    val_dataset = SpeechDataset(val_utterances, bundle.tokenizer, bundle.frontend, url_cache_dir=cache)
     val_samples: list[Sample] = []
     for index in range(len(val_dataset)):
         item = val_dataset[index]
         if isinstance(item, Skip):
-            skipped.append(item)
+            # A held-out utterance is training data: its failure counts against the training files.
+            (val_skipped if request.val is not None else skipped).append(item)
         else:
             val_samples.append(item)
+    if request.val is not None and not val_samples:
+        reasons = "; ".join(sorted({skip.reason for skip in val_skipped})[:3])
+        raise InputError(f"--val {request.val}: no utterance could be used ({reasons})")
     hours = sum(u.seconds for u in utterances) / 3600.0
-    return TrainData(dataset, sampler, val_samples, val_from_train, skipped, hours)
+    val_source = str(request.val) if request.val is not None else "held-out" if val_utterances else "none"
+    validation = _describe_validation(request, len(val_utterances), len(val_samples), len(val_skipped))
+    return TrainData(dataset, sampler, val_samples, request.val is None, skipped, hours, corpus_utterances, val_skipped, val_source, validation)
 
 
 # ------------------------------------------------------------------------------------- the step
@@ -440,7 +492,7 @@ class MetricsWriter:
 
         self.path = path
         self.handle = path.open("a", encoding="utf-8")
-        self.board = SummaryWriter(log_dir=str(path.parent / "tensorboard"))
+        self.board = SummaryWriter(log_dir=str(path.parent / faults.TENSORBOARD_FOLDER))
 
     def write(self, record: dict[str, Any]) -> None:
         self.handle.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -457,12 +509,32 @@ class MetricsWriter:
         self.board.close()
 
 
-def record_skips(output_dir: Path, skips: Sequence[Skip], step: int) -> None:
+def record_skips(output_dir: Path, skips: Sequence[Skip], step: int, split: str = "train") -> None:
+    """Append to skipped.jsonl; `split` is "val" for lines of the --val file (not counted against training)."""
     if not skips:
         return
     with (output_dir / SKIPPED_FILE).open("a", encoding="utf-8") as handle:
         for skip in skips:
-            handle.write(json.dumps({"key": skip.key, "reason": skip.reason, "where": skip.where, "step": step}, ensure_ascii=False) + "\n")
+            handle.write(json.dumps({"key": skip.key, "reason": skip.reason, "where": skip.where, "step": step, "split": split}, ensure_ascii=False) + "\n")
+
+
+def _skipped_before_training(data: TrainData, config: TrainConfig, full_list: Path | None = None) -> str | None:
+    """The stop message when reading and filtering the training files (and loading the held-out
+    slice) already lost too many utterances; every rank reads the same files, so all agree."""
+    records = [(skip.key, skip.reason, skip.where) for skip in data.skipped]
+    return faults.skip_problem(records, data.corpus_utterances, config.data.max_skip_fraction, full_list=full_list)
+
+
+def _stop_if_mostly_skipped(run: Run, state: TrainState, *, nothing_trained: str = "") -> None:
+    """During training: rank 0 judges the skipped utterances (all ranks' skips reach it); every rank stops together."""
+    problem = None
+    if run.world.is_main and (nothing_trained or state.skipped_samples):
+        output_dir = run.request.output_dir
+        records = faults.read_skip_records(output_dir / SKIPPED_FILE)
+        problem = faults.skip_problem(records, run.data.corpus_utterances, run.config.data.max_skip_fraction, full_list=output_dir / SKIPPED_FILE, nothing_trained=nothing_trained)
+    (stopping,) = dist_tools.sum_across(run.world, [1 if problem else 0])
+    if stopping:
+        raise TrainingError(problem or f"rank {run.world.rank}: stopping with rank 0, which found too many training utterances skipped (its message lists them)")
 
 
 def _take(iterator: Iterator[Batch], count: int) -> list[Batch]:
@@ -552,8 +624,9 @@ def _write_curves(output_dir: Path) -> Path | None:
         cer_axis.plot([v[0] for v in val], [100 * v[2] for v in val], "o-", label="val CER %")
     loss_axis.set_xlabel("step")
     cer_axis.set_xlabel("step")
-    loss_axis.legend()
-    cer_axis.legend()
+    for axis in (loss_axis, cer_axis):
+        if axis.lines:  # a run without validation has no CER curve to label
+            axis.legend()
     path = output_dir / "curves.png"
     figure.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(figure)
@@ -569,20 +642,6 @@ def _copy_prompt_policy(request: TrainRequest) -> None:
         if sidecar.exists():
             shutil.copy2(sidecar, request.output_dir / PROMPT_FILE)
             return
-
-
-def _full_state(model: Any, bundle: ModelBundle, selected: dict[str, Any], whole: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Every weight: frozen ones as the base file stored them, trained ones from the selection.
-
-    `whole` holds gathered copies of weights the model only has shards of (FSDP)."""
-    whole = whole or {}
-    state = {}
-    for name, tensor in model.state_dict().items():
-        value = selected.get(name, whole.get(name, tensor)).detach().to("cpu")
-        if name not in selected and name in bundle.weight_dtypes:
-            value = value.to(bundle.weight_dtypes[name])
-        state[name] = value.contiguous().clone()
-    return state
 
 
 # ------------------------------------------------------------------------------------ the recipe
@@ -639,6 +698,7 @@ def dry_run(request: TrainRequest) -> DryRunReport:
     data = prepare_data(request, bundle)
     batches_per_epoch, steps_per_epoch, total_steps = _plan_steps(config, data)
     peak, note = estimate_peak_memory(bundle.model, counts, data.sampler, data.dataset, autocast_dtype, config.trainable)
+    problem = _skipped_before_training(data, config)
     report = DryRunReport(
         config_yaml=dump_config(config),
         modules=counts,
@@ -657,6 +717,9 @@ def dry_run(request: TrainRequest) -> DryRunReport:
         val_utterances=len(data.val_samples),
     )
     render_dry_run(report)
+    console.out.print(escape(data.validation))
+    if problem:
+        raise TrainingError(problem)
     return report
 
 
@@ -680,6 +743,9 @@ def run_training(request: TrainRequest) -> TrainResult | DryRunReport:
     faults.check_output_dir(request.output_dir)
     settings = request.config.distributed
     with dist_tools.world_session(request.config.device, strategy=settings.strategy, timeout_s=settings.timeout_s) as world:
+        faults.check_shared_output_dir(request.output_dir, world)
+        if not request.output_dir_checked:
+            _prepare_output_dir(request, world)
         config = share_resolved_config(request, world)
         try:
             return _train(request, config, world, started)
@@ -690,14 +756,39 @@ def run_training(request: TrainRequest) -> TrainResult | DryRunReport:
             raise  # unreachable: raise_lost_ranks always raises
 
 
+def _prepare_output_dir(request: TrainRequest, world: dist_tools.World) -> None:
+    """Rank 0 refuses an earlier run's output directory (or clears it as asked) before any rank writes there."""
+    error: SpeechftError | None = None
+    if world.is_main:
+        try:
+            notes = faults.prepare_output_dir(
+                request.output_dir, resume=request.resume, overwrite=request.overwrite, model_dir=request.model_dir, keep=(request.config.data.url_cache,)
+            )
+            for note in notes:
+                console.err.print(escape(note), soft_wrap=True)
+        except SpeechftError as caught:
+            error = caught
+    (refused,) = dist_tools.sum_across(world, [1 if error else 0])
+    if error is not None:
+        raise error
+    if refused:
+        raise UsageError(f"rank {world.rank}: rank 0 refused --output-dir {request.output_dir} (its message says why)")
+
+
 def _train(request: TrainRequest, config: TrainConfig, world: dist_tools.World, started: float) -> TrainResult:
     from speechft.train.forward import TrainForward
 
     device, autocast_dtype = autocast_for(config, world.device)
     # Every rank draws its own dropout masks and dither; weights come from model.pt, identical everywhere.
     seed_everything(config.seed + world.rank)
-    bundle = load_model(request.model_dir, device=str(device), allow_missing=request.allow_missing)
+    bundle = load_model(request.model_dir, device=str(device), allow_missing=request.allow_missing, announce=world.is_main)
     model = bundle.model
+    if world.is_main and bundle.ctc_head and "encoder" in config.trainable:
+        console.err.print(
+            "[yellow]the CTC timestamp head stays frozen and is exported as it was; with the encoder fine-tuned, "
+            "its timestamps may drift (transcripts come from the LLM and are unaffected)[/]",
+            soft_wrap=True,
+        )
     counts = apply_trainable(model, config.trainable)
     apply_speed_switches(model, config)
     trainable_parameters = sum(count.trainable for count in counts.values())
@@ -706,29 +797,36 @@ def _train(request: TrainRequest, config: TrainConfig, world: dist_tools.World, 
         copies = config.checkpoint.keep_last + config.checkpoint.average_count + 1
         faults.check_free_space(request.output_dir, copies * faults.checkpoint_bytes(trainable_parameters) + model_bytes)
     data = prepare_data(request, bundle, world)
+    output_dir = request.output_dir
+    resume_from = _resume_path(request)
+    if world.is_main and resume_from is None:
+        record_skips(output_dir, data.skipped, 0)
+        record_skips(output_dir, data.val_skipped, 0, split="val")
+    problem = _skipped_before_training(data, config, output_dir / SKIPPED_FILE)
+    if problem:
+        raise TrainingError(problem)
     _, _, total_steps = _plan_steps(config, data)
     forward_module = dist_tools.wrap_for_training(TrainForward(model, device, autocast_dtype), world)
     # After wrapping: FSDP2 replaces parameters by their shards, which the optimizer must hold.
     optimizer, scheduler = make_optimizer(model, config, total_steps)
 
-    output_dir = request.output_dir
     # A line may fail both as a validation and as a training sample: count utterances, not failures.
     skipped_keys = sorted({skip.key for skip in data.skipped})
     state = TrainState(skipped_samples=len(skipped_keys), skipped_keys=skipped_keys)
-    resume_from = _resume_path(request)
     if resume_from is not None:
         state = _resume(resume_from, model, forward_module, optimizer, scheduler, world)
-    elif world.is_main:
-        record_skips(output_dir, data.skipped, 0)
     if world.is_main:
         (output_dir / STOPPED_FILE).unlink(missing_ok=True)
         if data.skipped and resume_from is None:
-            console.err.print(f"[yellow]skipped {len(data.skipped)} lines/utterances before training[/] (reasons in {output_dir / SKIPPED_FILE})")
+            console.err.print(f"[yellow]skipped {len(skipped_keys)} of {data.corpus_utterances} training utterances before training[/] (reasons in {output_dir / SKIPPED_FILE})")
+        console.err.print(escape(data.validation), soft_wrap=True)
         if resume_from is not None:
             console.err.print(f"resumed from {resume_from} at step {state.step} (epoch {state.epoch + 1}, batch {state.batch_in_epoch})")
         if world.distributed:
             console.err.print(f"{world.world_size} ranks, {world.strategy}, {world.device.type}")
     metrics = MetricsWriter(output_dir / METRICS_FILE) if world.is_main else None
+    if metrics is not None:
+        metrics.write(_data_record(data, state))
     run = Run(request, config, world, bundle, data, forward_module, optimizer, scheduler, metrics, total_steps, autocast_dtype)
     try:
         with faults.GracefulStop() as stop:
@@ -738,7 +836,31 @@ def _train(request: TrainRequest, config: TrainConfig, world: dist_tools.World, 
             metrics.close()
     if stop.requested:
         return _stopped(run, state, last_loss, stop.signal_name or "a signal", started)
-    return finish(request, bundle, state, last_loss, started, world, forward_module)
+    _stop_if_mostly_skipped(run, state)
+    result = replace(finish(request, bundle, state, last_loss, started, world, forward_module), validation=data.validation)
+    if world.is_main:
+        write_summary(result)
+    return result
+
+
+def _data_record(data: TrainData, state: TrainState) -> dict[str, Any]:
+    """The metrics line that says what this run trains and validates on."""
+    return {
+        "kind": "data",
+        "step": state.step,
+        "train_utterances": len(data.dataset),
+        "corpus_utterances": data.corpus_utterances,
+        "skipped_utterances": state.skipped_samples,
+        "val_utterances": len(data.val_samples),
+        "val_source": data.val_source,
+        "validation": data.validation,
+    }
+
+
+def write_summary(result: TrainResult) -> None:
+    """train_summary.json: the run's outcome, machine-readable."""
+    record = {**asdict(result), "output_dir": str(result.output_dir)}
+    (result.output_dir / SUMMARY_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
 def _resume(path: Path, model: Any, forward_module: Any, optimizer: Any, scheduler: Any, world: dist_tools.World) -> TrainState:
@@ -789,7 +911,7 @@ def _checkpoint(run: Run, state: TrainState, *, validation: bool = True) -> Vali
             result = validate(model, run.bundle, run.data.val_samples, config, world.device, run.autocast_dtype)
         set_train_mode(model, config.trainable)
     if result is not None and run.metrics is not None:
-        run.metrics.write({"kind": "validation", "step": state.step, "epoch": state.epoch, "val_loss": result.loss, "val_cer": result.cer, "val_utterances": len(run.data.val_samples), "val_from_train": run.data.val_from_train})
+        run.metrics.write({"kind": "validation", "step": state.step, "epoch": state.epoch, "val_loss": result.loss, "val_cer": result.cer, "val_utterances": len(run.data.val_samples), "val_from_train": run.data.val_from_train, "val_source": run.data.val_source})
     state.last_validated_step = state.step
     weights, optimizer_state = ckpt.training_snapshot(model, run.forward_module, run.optimizer, world)
     rng_states = dist_tools.gather_to_main(world, ckpt.rng_state())
@@ -866,6 +988,7 @@ def fit(run: Run, state: TrainState, stop: faults.GracefulStop) -> float | None:
         task = progress.add_task("train", total=run.total_steps, completed=state.step, epoch=state.epoch + 1, stats="")
         while state.epoch < config.max_epochs and state.step < run.total_steps:
             data.sampler.set_epoch(state.epoch, start=state.batch_in_epoch)
+            whole_epoch, steps_before = state.batch_in_epoch == 0, state.step
             loader = make_loader(data.dataset, data.sampler, config.data.num_workers, _loader_generator(config.seed, state.epoch, world.rank))
             batches = iter(loader)
             while state.step < run.total_steps:
@@ -905,12 +1028,17 @@ def fit(run: Run, state: TrainState, stop: faults.GracefulStop) -> float | None:
                     return last_loss
             if state.step >= run.total_steps and state.batch_in_epoch < len(data.sampler.epoch_batches(state.epoch)):
                 break  # stopped by max_steps inside the epoch; the counters say where
+            if whole_epoch and state.step == steps_before:
+                _stop_if_mostly_skipped(run, state, nothing_trained=f"epoch {state.epoch + 1} made no optimizer step")
             state.epoch += 1
             state.batch_in_epoch = 0
             if state.last_validated_step != state.step:
                 result = _checkpoint(run, state)
                 if result is not None and world.is_main:
                     console.err.print(f"epoch {state.epoch}: step {state.step}, val loss {result.loss:.3f}, val CER {result.cer:.2%}")
+            if state.epoch == 1:
+                # Every utterance has been tried once: a resume after raising the limit loses no work.
+                _stop_if_mostly_skipped(run, state)
         if state.last_validated_step != state.step:
             _checkpoint(run, state)
     return last_loss
@@ -949,7 +1077,7 @@ def finish(
     chosen = ckpt.selected_checkpoints(request.output_dir, config.checkpoint.select)
     if world is None or world.is_main:
         weights, chosen = ckpt.selected_weights(request.output_dir, config.checkpoint.select)
-        ckpt.write_model_dir(request.output_dir, bundle.model_dir, _full_state(bundle.model, bundle, weights, whole))
+        ckpt.write_model_dir(request.output_dir, bundle.model_dir, ckpt.export_state(bundle.model, read_state_dict(bundle.weights_path, mmap=True), weights, whole, llm_dtype=bundle.llm_dtype))
         _copy_prompt_policy(request)
         _write_curves(request.output_dir)
     best = [c.val_cer for c in chosen if c.val_cer is not None]
