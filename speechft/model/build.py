@@ -5,6 +5,12 @@ The directory is the one users download (UPSTREAM.md §1): `config.yaml`, `model
 funasr's own `FunASRNano`, used as a library; nothing here touches a hub, runs the update check or
 imports remote code. Every weight comes from `model.pt`, and a key that is missing or unexpected is
 an error: a checkpoint without `llm.*` keys would otherwise give a random LLM and garbage text.
+
+One exception, the optional CTC timestamp head (UPSTREAM.md §1.1): the release's `config.yaml`
+declares it, the ModelScope copy stores its weights and the Hugging Face copy stores none. A
+`model.pt` with no CTC tensor at all is a copy without the head: the model is built without it
+(its tokenizer file is not needed then) and a note says so. Part of the head missing stays an
+error, as any other missing key.
 """
 
 from __future__ import annotations
@@ -50,11 +56,21 @@ class ModelBundle:
     model_dir: Path
     config: dict[str, Any]  # config.yaml with file paths made absolute
     device: Any  # torch.device
-    weight_dtypes: dict[str, Any] = field(default_factory=dict)  # dtype of each tensor in model.pt
+    weights_path: Path | None = None  # the file the weights came from
+    ctc_head: bool = False  # whether the model has the CTC timestamp head (weights loaded)
+    notes: list[str] = field(default_factory=list)  # what a user should know about this directory
 
     @property
     def frontend_conf(self) -> dict[str, Any]:
         return dict(self.config.get("frontend_conf") or {})
+
+    @property
+    def llm_dtype(self) -> Any:
+        """The dtype funasr holds the LLM in (`llm_conf.llm_dtype`; bf16 in the release)."""
+        import torch
+
+        name = str((self.config.get("llm_conf") or {}).get("llm_dtype", "fp32"))
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(name, torch.float32)
 
     @property
     def end_token_id(self) -> int:
@@ -79,6 +95,21 @@ def audio_token_count(lfr_frames: int) -> int:
     frames = 1 + (lfr_frames - 1) // 2
     frames = 1 + (frames - 1) // 2
     return (frames - 1) // 2 + 1
+
+
+def is_ctc_key(parameter_name: str) -> bool:
+    return module_of(parameter_name) == "ctc"
+
+
+def declares_ctc_head(config: dict[str, Any]) -> bool:
+    return config.get("ctc_decoder") is not None
+
+
+def without_ctc_head(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` with the CTC timestamp head taken out: FunASRNano is then built without it."""
+    config = dict(config)
+    config["ctc_decoder"] = None
+    return config
 
 
 def _require(path: Path, what: str) -> Path:
@@ -163,11 +194,25 @@ def _check_offline(config: dict[str, Any], config_path: Path) -> Path:
     return llm_dir
 
 
+def _check_ctc_tokenizer(config: dict[str, Any], config_path: Path) -> None:
+    """A declared CTC head needs its tokenizer file (`multilingual.tiktoken`) to be built."""
+    if not declares_ctc_head(config):
+        return
+    conf = config.get("ctc_tokenizer_conf") or (config.get("dataset_conf") or {}).get("ctc_tokenizer_conf") or {}
+    vocab_path = conf.get("vocab_path")
+    if not vocab_path or not Path(str(vocab_path)).is_file():
+        raise InputError(
+            f"{config_path}: declares a CTC timestamp head whose tokenizer file is missing "
+            f"({vocab_path or 'ctc_tokenizer_conf.vocab_path is unset and configuration.json does not map it'}); "
+            f"copy multilingual.tiktoken from the release into {config_path.parent}"
+        )
+
+
 def import_funasr() -> Any:
     """`import funasr`, which imports (and so registers) every funasr model class.
 
-    funasr prints an ffmpeg notice on stdout while importing; speechft reads audio with soundfile,
-    and a command's stdout belongs to its results, so the notice is dropped.
+    funasr prints an ffmpeg notice on stdout while importing; speechft reads audio through its own
+    loader (soundfile, PyAV), and a command's stdout belongs to its results, so the notice is dropped.
     """
     with contextlib.redirect_stdout(io.StringIO()):
         import funasr
@@ -186,6 +231,7 @@ def build_model_from_config(config: dict[str, Any], *, config_path: Path, seed: 
     from funasr.register import tables
 
     _check_offline(config, config_path)
+    _check_ctc_tokenizer(config, config_path)
     frontend_class = tables.frontend_classes.get(config.get("frontend", "WavFrontend"))
     if frontend_class is None:
         raise ConfigError(f"{config_path}: unknown frontend {config.get('frontend')!r}")
@@ -224,14 +270,16 @@ def build_frontend(config: dict[str, Any], *, dither: float | None = 0.0) -> Any
     return frontend_class(**_frontend_kwargs(config, dither=dither))
 
 
-def read_state_dict(path: Path) -> dict[str, Any]:
-    """Tensors of a `model.pt`, unwrapped from the usual containers, without a `module.` prefix."""
+def read_state_dict(path: Path, *, mmap: bool = False) -> dict[str, Any]:
+    """Tensors of a `model.pt`, unwrapped from the usual containers, without a `module.` prefix.
+
+    `mmap=True` maps the file instead of reading it (for a pass that touches each tensor once)."""
     import pickle
 
     import torch
 
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError:
         # Files written by older funasr trainers pickle extra objects beside the tensors.
         state = torch.load(path, map_location="cpu", weights_only=False)
@@ -252,12 +300,13 @@ def _preview(keys: list[str], limit: int = 8) -> str:
     return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
 
 
-def load_weights(model: Any, path: Path, *, allow_missing: bool = False) -> dict[str, Any]:
-    """Load `path` into `model` strictly; return the dtype each loaded tensor had in the file.
+def load_weights(model: Any, path: Path, *, allow_missing: bool = False, state: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Load `path` (or its already read `state`) into `model` strictly; return the dtype each
+    loaded tensor had in the file.
 
     Missing keys are tolerated only with `allow_missing` (they keep the model's values).
     """
-    state = read_state_dict(path)
+    state = read_state_dict(path) if state is None else state
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -283,13 +332,16 @@ def load_model(
     dtype: Any = None,
     allow_missing: bool = False,
     weights: str | Path | None = None,
+    announce: bool = True,
 ) -> ModelBundle:
     """Build FunASRNano from an official-layout directory, fully offline, weights loaded strictly.
 
     `dtype` (default float32) applies to the whole model; bf16 on CUDA is done with autocast by
     the callers. `weights` replaces `<model_dir>/model.pt` (e.g. a checkpoint's full state dict).
     Missing, unexpected or reshaped keys raise InputError naming them; `allow_missing=True`
-    tolerates missing ones (they keep seeded random values). The model is returned in eval mode.
+    tolerates missing ones (they keep seeded random values). A file without any CTC tensor gives a
+    model without the CTC head (see the module docstring); `announce` prints the bundle's notes on
+    stderr. The model is returned in eval mode.
     """
     import torch
 
@@ -302,19 +354,36 @@ def load_model(
     weights_path = _require(Path(weights) if weights is not None else model_dir / WEIGHTS_FILE, WEIGHTS_FILE)
     config = read_model_config(model_dir)
     llm_dir = _check_offline(config, config_path)
+    state = read_state_dict(weights_path)
+    notes = []
+    if declares_ctc_head(config) and not any(is_ctc_key(name) for name in state):
+        config = without_ctc_head(config)
+        notes.append(
+            f"{weights_path.name} has no CTC timestamp head (as in the Hugging Face copy of the release): "
+            "loaded without it; transcription is unaffected, timestamps are unavailable"
+        )
     model, _ = build_model_from_config(config, config_path=config_path)
-    weight_dtypes = load_weights(model, weights_path, allow_missing=allow_missing)
+    load_weights(model, weights_path, allow_missing=allow_missing, state=state)
+    del state
     target_device = torch.device(device)
     model.to(device=target_device, dtype=dtype or torch.float32)
     model.eval()
     tokenizer_dir = Path(str((config.get("tokenizer_conf") or {}).get("init_param_path", llm_dir)))
     tokenizer = load_tokenizer(tokenizer_dir if tokenizer_dir.is_dir() else llm_dir)
-    return ModelBundle(
+    bundle = ModelBundle(
         model=model,
         frontend=build_frontend(config, dither=0.0),
         tokenizer=tokenizer,
         model_dir=model_dir,
         config=config,
         device=target_device,
-        weight_dtypes=weight_dtypes,
+        weights_path=weights_path,
+        ctc_head=getattr(model, "ctc_decoder", None) is not None,
+        notes=notes,
     )
+    if announce:
+        from speechft import console
+
+        for note in bundle.notes:
+            console.err.print(f"[dim]{note}[/]", soft_wrap=True)
+    return bundle

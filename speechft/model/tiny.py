@@ -5,13 +5,22 @@
 Qwen3 LLM), `Qwen3-0.6B/config.json` with an explicit `head_dim`, a byte-level BPE tokenizer with
 the Qwen chat special tokens, `configuration.json` and a seeded random `model.pt`. Both speechft's
 `load_model` and `funasr.AutoModel(model=DIR, disable_update=True)` load it offline.
+
+`release=` mirrors one of the two published copies of Fun-ASR-Nano-2512 (UPSTREAM.md §1.1) on
+top of that: a CTC timestamp head declared in `config.yaml` (Transformer `ctc_decoder` + `ctc`,
+SenseVoiceTokenizer over a small `multilingual.tiktoken` mapped through `configuration.json`),
+every module `freeze: true`, `llm_dtype: bf16`, and a `model.pt` stored in bf16 with its own
+copy of `llm.lm_head.weight` beside the tied `embed_tokens`. `"modelscope"` stores the CTC
+weights, `"huggingface"` leaves them out (config unchanged), as the two copies do.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Literal
 
 import yaml
 
@@ -58,6 +67,13 @@ MID_SIZE = dict(
 )
 # Qwen3's output layer size (Qwen3-0.6B config.json `vocab_size`).
 QWEN3_VOCAB_SIZE = 151936
+
+Release = Literal["modelscope", "huggingface"]
+RELEASES: tuple[str, ...] = ("modelscope", "huggingface")
+CTC_TOKENIZER_FILE = "multilingual.tiktoken"
+# The released SenseVoiceTokenizer setting; the count is larger than funasr's language table, so
+# every language token of that table is a special token.
+CTC_NUM_LANGUAGES = 8749
 
 
 def tiny_config(
@@ -162,6 +178,55 @@ def tiny_config(
     }
 
 
+def release_config(config: dict, *, encoder_dim: int, ctc_layers: int, ctc_ffn_dim: int, ctc_vocab_size: int) -> dict:
+    """`config` turned into the released file's settings (UPSTREAM.md §1.1): every module frozen,
+    the LLM in bf16, and the CTC timestamp head with its tokenizer under `dataset_conf`.
+
+    The release omits `ctc_vocab_size` (funasr's default, 60,515, is its tiktoken's size); a tiny
+    tiktoken is smaller, so the size is written out here, the one key the release does not have.
+    """
+    config = json.loads(json.dumps(config))
+    config["audio_encoder_conf"]["freeze"] = True
+    config["audio_adaptor_conf"]["freeze"] = True
+    config["llm_conf"].update(
+        {
+            "freeze": True,
+            "llm_dtype": "bf16",
+            "use_lora": False,
+            "lora_conf": {"freeze_lora": False, "task_type": "CAUSAL_LM", "r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": ["q_proj", "v_proj"]},
+        }
+    )
+    config["ctc_decoder"] = "Transformer"
+    config["detach_ctc_decoder"] = True
+    config["ctc_decoder_conf"] = {
+        "downsample_rate": 1,
+        "ffn_dim": ctc_ffn_dim,
+        "llm_dim": encoder_dim,
+        "encoder_dim": encoder_dim,
+        "n_layer": ctc_layers,
+        "freeze": False,
+    }
+    config["ctc_weight"] = 1.0
+    config["ctc_conf"] = {"dropout_rate": 0.0, "ctc_type": "builtin", "reduce": True, "ignore_nan_grad": True}
+    config["ctc_vocab_size"] = ctc_vocab_size
+    config["dataset_conf"]["ctc_tokenizer"] = "SenseVoiceTokenizer"
+    config["dataset_conf"]["ctc_tokenizer_conf"] = {"vocab_path": None, "is_multilingual": True, "num_languages": CTC_NUM_LANGUAGES}
+    return config
+
+
+def write_ctc_tiktoken(path: Path) -> int:
+    """A byte-level tiktoken file (one base64 token and its rank per line): the 256 bytes and no
+    merges. Returns the CTC vocabulary size funasr's SenseVoiceTokenizer builds from it (the
+    ranks plus its special tokens), which is what the CTC output layer must have."""
+    path.write_text("".join(f"{base64.b64encode(bytes([value])).decode()} {value}\n" for value in range(256)), encoding="ascii")
+    from speechft.model.build import import_funasr
+
+    import_funasr()
+    from funasr.models.sense_voice.whisper_lib.tokenizer import get_encoding
+
+    return int(get_encoding(name="multilingual", num_languages=CTC_NUM_LANGUAGES, vocab_path=str(path)).n_vocab)
+
+
 def qwen3_config(
     *, vocab_size: int, hidden: int, layers: int, heads: int, kv_heads: int, head_dim: int, intermediate: int, end_token_id: int, pad_token_id: int
 ) -> dict:
@@ -217,6 +282,9 @@ def build_tiny_model_dir(
     tokenizer_corpus: Iterable[str] = (),
     tokenizer_vocab_size: int = 400,
     llm_vocab_size: int | None = None,
+    release: Release | None = None,
+    ctc_layers: int = 1,
+    ctc_ffn_dim: int = 192,
 ) -> Path:
     """Write a tiny, randomly initialised Fun-ASR-Nano directory at `path` and return it.
 
@@ -224,6 +292,8 @@ def build_tiny_model_dir(
     digits and commands) to train the byte-level BPE. The same `seed` gives the same weights.
     `llm_vocab_size` widens the LLM's embedding and output layer past the tokenizer (as Qwen3's
     151,936 rows do past its 151,669 tokens), e.g. to measure the cost of a full-size vocabulary.
+    `release` lays the directory out as that published copy (see the module docstring), with a
+    CTC head of `ctc_layers` Transformer layers.
     """
     import torch
 
@@ -262,6 +332,11 @@ def build_tiny_model_dir(
         adaptor_heads=adaptor_heads,
         llm_hidden=llm_hidden,
     )
+    if release is not None:
+        if release not in RELEASES:
+            raise ValueError(f"release {release!r}: use one of {', '.join(RELEASES)}")
+        ctc_vocab_size = write_ctc_tiktoken(directory / CTC_TOKENIZER_FILE)
+        config = release_config(config, encoder_dim=encoder_dim, ctc_layers=ctc_layers, ctc_ffn_dim=ctc_ffn_dim, ctc_vocab_size=ctc_vocab_size)
     (directory / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
     configuration = {
         "framework": "pytorch",
@@ -275,8 +350,19 @@ def build_tiny_model_dir(
             "llm_conf": {"init_param_path": LLM_FOLDER},
         },
     }
+    if release is not None:
+        configuration["file_path_metas"]["dataset_conf"] = {"ctc_tokenizer_conf": {"vocab_path": CTC_TOKENIZER_FILE}}
     (directory / CONFIGURATION_FILE).write_text(json.dumps(configuration, indent=2) + "\n", encoding="utf-8")
     model, _ = build_model_from_config(read_model_config(directory), config_path=directory / CONFIG_FILE, seed=seed)
-    state = {name: tensor.detach().to(torch.float32).contiguous() for name, tensor in model.state_dict().items()}
+    if release is None:
+        state = {name: tensor.detach().to(torch.float32).contiguous() for name, tensor in model.state_dict().items()}
+    else:
+        # bf16 throughout, every key its own storage (the tied lm_head is a separate tensor in the
+        # release file); the Hugging Face copy has no CTC tensors at all.
+        state = {
+            name: tensor.detach().to(torch.bfloat16).contiguous().clone()
+            for name, tensor in model.state_dict().items()
+            if release == "modelscope" or not name.startswith(("ctc_decoder.", "ctc."))
+        }
     torch.save(state, directory / WEIGHTS_FILE)
     return directory
