@@ -409,3 +409,16 @@ def test_a_val_file_with_no_usable_utterance_is_an_error(tiny_dir: Path, tmp_pat
     val = write_jsonl(tmp_path / "val.jsonl", [_unreadable(tmp_path, "v0")])
     with pytest.raises(InputError, match=r"--val .*val\.jsonl: no utterance could be used \(audio unreadable"):
         prepare_data(_request(tiny_dir, train, tmp_path / "run", val=val), load_model(tiny_dir))
+
+
+def test_a_dry_run_reports_and_fails_when_reading_already_lost_too_much(tiny_dir: Path, tmp_path: Path, runner) -> None:  # noqa: ANN001
+    from speechft.cli.app import app
+
+    lines = make_corpus(tmp_path / "wav", 4)
+    nobang = chatml_line("nobang", Path(lines[0]["messages"][1]["content"].split("!")[1].split("<|")[0]), "one", bang=False, seconds=0.8)
+    train = write_jsonl(tmp_path / "train.jsonl", [*lines, nobang])
+    result = runner.invoke(app, ["train", "--profile", "small-data", "--model-dir", str(tiny_dir), "--train", str(train), "--dry-run", "data.num_workers=0"])
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert "dry run: nothing was trained" in text and "validation: 1 utterances held out of the training data" in text
+    assert "1 of 5 training utterances (20.0%) were skipped" in text and "1 x user turn has no '!' before the audio path: nobang" in text
