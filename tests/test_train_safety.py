@@ -287,8 +287,9 @@ def test_too_many_unreadable_samples_stop_after_the_first_epoch_and_a_raised_lim
     train = write_jsonl(tmp_path / "train.jsonl", [*make_corpus(tmp_path / "wav", 6), _unreadable(tmp_path, "corrupt")])
     output = tmp_path / "run"
     settings = ("validation.held_out_fraction=0", "max_epochs=2")
-    with pytest.raises(TrainingError, match=r"1 of 7 training utterances \(14\.3%\) were skipped, more than data\.max_skip_fraction 0\.05"):
+    with pytest.raises(TrainingError, match=r"1 of 7 training utterances \(14\.3%\) were skipped, more than data\.max_skip_fraction 0\.05") as caught:
         run_training(_request(tiny_dir, train, output, *settings))
+    assert "rerun with --resume auto" in str(caught.value) and "--overwrite" in str(caught.value)
     assert not (output / "model.pt").exists()
     assert [c.step for c in list_checkpoints(output)] == [4]  # the first epoch is kept
     result = run_training(_request(tiny_dir, train, output, *settings, "data.max_skip_fraction=0.2", resume="auto"))

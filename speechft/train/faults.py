@@ -302,13 +302,20 @@ def reason_kind(reason: str) -> str:
 
 
 def skip_problem(
-    skips: Sequence[tuple[str, str, str]], total: int, max_fraction: float, *, full_list: Path | None = None, nothing_trained: str = ""
+    skips: Sequence[tuple[str, str, str]],
+    total: int,
+    max_fraction: float,
+    *,
+    full_list: Path | None = None,
+    nothing_trained: str = "",
+    checkpointed: bool = False,
 ) -> str | None:
     """None while the skipped utterances are few enough; else the message that stops the run.
 
     `skips` are (key, reason, where) records, possibly several per key (a file that fails every
     epoch); utterances are counted once, against `total` training utterances. `nothing_trained`
-    (e.g. "epoch 1 made no optimizer step") stops the run whatever the fraction.
+    (e.g. "epoch 1 made no optimizer step") stops the run whatever the fraction; `checkpointed`
+    says the run can be continued, so the message names --resume auto and --overwrite.
     """
     first: dict[str, tuple[str, str]] = {}
     for key, reason, where in skips:
@@ -331,7 +338,11 @@ def skip_problem(
         more = ", ..." if len(items) > 3 else ""
         lines.append(f"  {len(items)} x {kind}: {examples}{more}; first reason in full: {items[0][1]}")
     where_listed = f"Every skipped line and its reason: {full_list}. " if full_list is not None else ""
-    lines.append(f"{where_listed}Fix or remove those lines, or raise data.max_skip_fraction to train on the rest; no model.pt was written.")
+    if checkpointed:
+        ways = "Fix or remove those lines and rerun with --overwrite, or raise data.max_skip_fraction and rerun with --resume auto to train on the rest"
+    else:
+        ways = "Fix or remove those lines, or raise data.max_skip_fraction to train on the rest"
+    lines.append(f"{where_listed}{ways}; no model.pt was written.")
     return "\n".join(lines)
 
 

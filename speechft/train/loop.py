@@ -531,7 +531,10 @@ def _stop_if_mostly_skipped(run: Run, state: TrainState, *, nothing_trained: str
     if run.world.is_main and (nothing_trained or state.skipped_samples):
         output_dir = run.request.output_dir
         records = faults.read_skip_records(output_dir / SKIPPED_FILE)
-        problem = faults.skip_problem(records, run.data.corpus_utterances, run.config.data.max_skip_fraction, full_list=output_dir / SKIPPED_FILE, nothing_trained=nothing_trained)
+        problem = faults.skip_problem(
+            records, run.data.corpus_utterances, run.config.data.max_skip_fraction, full_list=output_dir / SKIPPED_FILE,
+            nothing_trained=nothing_trained, checkpointed=bool(ckpt.list_checkpoints(output_dir)),
+        )
     (stopping,) = dist_tools.sum_across(run.world, [1 if problem else 0])
     if stopping:
         raise TrainingError(problem or f"rank {run.world.rank}: stopping with rank 0, which found too many training utterances skipped (its message lists them)")
