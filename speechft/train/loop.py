@@ -1094,6 +1094,4 @@ def finish(
         seconds=time.monotonic() - started,
         first_epoch_samples=state.first_epoch_samples,
     )
-    if world is None or world.is_main:
-        (request.output_dir / "train_summary.json").write_text(json.dumps({**asdict(summary), "output_dir": str(summary.output_dir)}, indent=2) + "\n", encoding="utf-8")
     return summary
