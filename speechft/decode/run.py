@@ -17,7 +17,6 @@ output is rewritten (temp file + rename) in input order.
 from __future__ import annotations
 
 import json
-import os
 import re
 import threading
 import time
@@ -33,6 +32,7 @@ import numpy as np
 from speechft.data.audio import MODEL_SAMPLE_RATE, probe_seconds
 from speechft.decode.segment import split_points
 from speechft.errors import InputError, UsageError
+from speechft.io import atomic
 from speechft.io.textfile import iter_keyed, iter_lines
 
 SPEECH_PATTERN = re.compile(r"<\|startofspeech\|>!(.*?)<\|endofspeech\|>", re.DOTALL)
@@ -426,10 +426,7 @@ def _load(load_audio: AudioLoader, item: DecodeItem) -> np.ndarray | str:
 
 
 def _write_lines(path: Path, rows: Sequence[tuple[str, str]]) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w", encoding="utf-8", newline="\n") as handle:
-        handle.writelines(f"{key}\t{text}\n" for key, text in rows)
-    os.replace(temporary, path)
+    atomic.write_lines(path, (f"{key}\t{text}" for key, text in rows))
 
 
 def _write_errors(path: Path, failed: Sequence[tuple[str, str]], append: bool) -> None:

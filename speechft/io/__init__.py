@@ -1,1 +1,1 @@
-"""Reading and writing the plain-text files of a Kaldi-style data directory."""
+"""Files: the plain-text `key text` files of a Kaldi-style data directory, and atomic writes."""
