@@ -99,7 +99,7 @@ def child_speechft(args: argparse.Namespace) -> None:
 
     import speechft.train.loop as loop
     from speechft.train.config import load_config
-    from speechft.train.data import TrainSource
+    from speechft.data.manifest import TrainSource
     from speechft.train.entry import profiles_dir
 
     torch.set_num_threads(args.threads)
@@ -292,7 +292,7 @@ def _speechft_step(model: Any, optimizer: Any, scheduler: Any, batch: Any, confi
 def sort_padding(dataset: Any, args: argparse.Namespace) -> None:
     """Padding of one epoch's batches when buffers are sorted by the budget's sum vs by Utterance.sort_key."""
     from speechft.model.build import audio_token_count
-    from speechft.train.data import TokenBatchSampler
+    from speechft.data.sampler import TokenBatchSampler
 
     utterances = dataset.utterances
     first = dataset[0]
@@ -315,7 +315,10 @@ def parity(model_dir: Path, jsonl: Path, args: argparse.Namespace) -> None:
 
     from speechft.model.build import load_model
     from speechft.train.config import load_config
-    from speechft.train.data import SpeechDataset, TokenBatchSampler, collate, read_manifest
+    from speechft.data.collate import collate
+    from speechft.data.dataset import SpeechDataset
+    from speechft.data.manifest import read_manifest
+    from speechft.data.sampler import TokenBatchSampler
     from speechft.train.entry import profiles_dir
     from speechft.train.loop import apply_trainable, batch_loss_sum, make_optimizer
 

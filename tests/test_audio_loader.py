@@ -208,7 +208,8 @@ def test_url_cache_downloads_once_and_is_written_whole(tmp_path: Path) -> None:
 
 def test_dataset_reads_urls_through_the_cache_and_checks_speech_length(tiny_dir: Path, tmp_path: Path) -> None:
     from speechft.model.build import load_model
-    from speechft.train.data import Sample, Skip, SpeechDataset, read_manifest
+    from speechft.data.dataset import Sample, SpeechDataset
+    from speechft.data.manifest import Skip, read_manifest
 
     bundle = load_model(tiny_dir)
     served = tmp_path / "served"
@@ -236,7 +237,7 @@ def test_dataset_reads_urls_through_the_cache_and_checks_speech_length(tiny_dir:
 
 
 def test_missing_speech_length_is_read_from_a_fallback_format(tmp_path: Path) -> None:
-    from speechft.train.data import read_manifest
+    from speechft.data.manifest import read_manifest
 
     clip = encode(tmp_path / "clip.m4a", "aac", "ipod", 16000, 1.0)
     line = chatml_line("clip", clip, "one")
@@ -247,7 +248,7 @@ def test_missing_speech_length_is_read_from_a_fallback_format(tmp_path: Path) ->
 @pytest.mark.slow
 def test_training_from_a_url_manifest_downloads_each_file_once(tiny_dir: Path, tmp_path: Path) -> None:
     from speechft.train.config import load_config
-    from speechft.train.data import TrainSource
+    from speechft.data.manifest import TrainSource
     from speechft.train.entry import profiles_dir
     from speechft.train.loop import TrainRequest, run_training
 

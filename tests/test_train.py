@@ -31,7 +31,8 @@ def _config(*overrides: str):
 
 def test_samples_match_funasr_data_load_speech(tiny_dir: Path, corpus: tuple[Path, list[dict]]) -> None:
     from speechft.model.build import load_model
-    from speechft.train.data import SpeechDataset, read_manifest
+    from speechft.data.dataset import SpeechDataset
+    from speechft.data.manifest import read_manifest
 
     bundle = load_model(tiny_dir)
     path, lines = corpus
@@ -63,7 +64,9 @@ def test_stereo_and_other_rates_are_converted(tmp_path: Path) -> None:
 def test_each_profile_changes_exactly_its_modules(tiny_dir: Path, corpus: tuple[Path, list[dict]], profile: str, changed: set[str]) -> None:
     from speechft.model.build import load_model, module_of
     from speechft.train.config import load_config
-    from speechft.train.data import SpeechDataset, collate, read_manifest
+    from speechft.data.collate import collate
+    from speechft.data.dataset import SpeechDataset
+    from speechft.data.manifest import read_manifest
     from speechft.train.entry import profiles_dir
     from speechft.train.forward import TrainForward
     from speechft.train.loop import apply_trainable, make_optimizer, set_train_mode, train_step
@@ -92,7 +95,7 @@ def test_overfit_checkpoint_and_funasr_decode_the_same(tiny_dir: Path, corpus: t
 
     from speechft.model.build import load_model
     from speechft.model.generate import clean_text, greedy_decode
-    from speechft.train.data import TrainSource
+    from speechft.data.manifest import TrainSource
     from speechft.train.loop import TrainRequest, run_training
 
     path, lines = corpus

@@ -10,7 +10,8 @@ import pytest
 from speech_fixtures import chatml_line, write_jsonl
 from speechft.errors import ConfigError, InputError
 from speechft.train.config import TrainConfig, dump_config, field_docs, load_config
-from speechft.train.data import TokenBatchSampler, TrainSource, parse_line, read_manifest, token_budget_batches
+from speechft.data.manifest import TrainSource, parse_line, read_manifest
+from speechft.data.sampler import TokenBatchSampler, token_budget_batches
 from speechft.train.entry import resolve_profile
 from speechft.train.profiles import profile_for_hours, profiles_dir
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from speech_fixtures import make_corpus, write_jsonl
-from speechft.train.data import TokenBatchSampler, split_for_ranks
+from speechft.data.sampler import TokenBatchSampler, split_for_ranks
 
 torch = pytest.importorskip("torch")
 
@@ -73,7 +73,7 @@ def last_weights(run_dir: Path) -> dict:
 def test_two_ranks_match_one_rank_with_the_same_global_batch(tiny_dir: Path, corpus: Path, tmp_path: Path, strategy: str) -> None:
     from speechft.model.build import load_model
     from speechft.train.config import load_config
-    from speechft.train.data import TrainSource
+    from speechft.data.manifest import TrainSource
     from speechft.train.entry import profiles_dir
     from speechft.train.loop import TrainRequest, run_training
 

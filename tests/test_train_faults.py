@@ -96,7 +96,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def _request(tiny: tuple[Path, Path], output: Path, *overrides: str):  # noqa: ANN202
     from speechft.train.config import load_config
-    from speechft.train.data import TrainSource
+    from speechft.data.manifest import TrainSource
     from speechft.train.entry import profiles_dir
     from speechft.train.loop import TrainRequest
 

@@ -31,7 +31,7 @@ def _config(*overrides: str):  # noqa: ANN202
 
 
 def _request(model_dir: Path, train: Path, output: Path, *overrides: str, **fields: object):  # noqa: ANN202
-    from speechft.train.data import TrainSource
+    from speechft.data.manifest import TrainSource
     from speechft.train.loop import TrainRequest
 
     return TrainRequest(model_dir=model_dir, train=(TrainSource(train),), output_dir=output, config=_config(*overrides), show_progress=False, **fields)

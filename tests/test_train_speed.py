@@ -24,7 +24,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def bundle_and_samples(tiny_dir: Path, corpus: Path):
     from speechft.model.build import load_model
-    from speechft.train.data import SpeechDataset, read_manifest
+    from speechft.data.dataset import SpeechDataset
+    from speechft.data.manifest import read_manifest
 
     bundle = load_model(tiny_dir)
     utterances, _ = read_manifest(corpus)
@@ -40,7 +41,7 @@ def _config(*overrides: str):
 
 
 def test_bucket_size_picks_the_smallest_that_fits() -> None:
-    from speechft.train.data import bucket_size
+    from speechft.data.collate import bucket_size
 
     assert bucket_size(7, ()) == 7
     assert bucket_size(7, (8, 16, 32)) == 8
@@ -65,7 +66,7 @@ def test_bucket_config_parses_and_rejects_unordered(tmp_path: Path) -> None:
 
 
 def test_bucketed_batches_have_fixed_shapes_and_the_same_loss(bundle_and_samples) -> None:
-    from speechft.train.data import collate
+    from speechft.data.collate import collate
     from speechft.train.loop import batch_loss_sum
 
     bundle, samples = bundle_and_samples
@@ -85,7 +86,10 @@ def test_bucketed_batches_have_fixed_shapes_and_the_same_loss(bundle_and_samples
 
 
 def test_loader_pads_to_the_dataset_buckets(bundle_and_samples, corpus: Path) -> None:
-    from speechft.train.data import SpeechDataset, TokenBatchSampler, make_loader, read_manifest
+    from speechft.data.collate import make_loader
+    from speechft.data.dataset import SpeechDataset
+    from speechft.data.manifest import read_manifest
+    from speechft.data.sampler import TokenBatchSampler
 
     bundle, _ = bundle_and_samples
     utterances, _ = read_manifest(corpus)
@@ -96,7 +100,8 @@ def test_loader_pads_to_the_dataset_buckets(bundle_and_samples, corpus: Path) ->
 
 
 def test_sort_keys_order_buffers_and_the_budget_still_counts_lengths() -> None:
-    from speechft.train.data import TokenBatchSampler, Utterance, token_budget_batches
+    from speechft.data.manifest import Utterance
+    from speechft.data.sampler import TokenBatchSampler, token_budget_batches
 
     def utterance(frames: int, tokens: int) -> Utterance:
         return Utterance("k", "a.wav", "s", "p", "", "t", frames, tokens, "here")
@@ -122,7 +127,7 @@ def test_activation_checkpointing_keeps_gradients_and_is_used(tiny_dir: Path, bu
 
     from speechft.model.build import load_model
     from speechft.train import speed
-    from speechft.train.data import collate
+    from speechft.data.collate import collate
     from speechft.train.loop import apply_trainable, batch_loss_sum
 
     _, samples = bundle_and_samples
@@ -183,7 +188,10 @@ class _WhereDataset:
 
 
 def test_features_are_computed_in_loader_workers(bundle_and_samples, corpus: Path) -> None:
-    from speechft.train.data import SpeechDataset, TokenBatchSampler, make_loader, read_manifest
+    from speechft.data.collate import make_loader
+    from speechft.data.dataset import SpeechDataset
+    from speechft.data.manifest import read_manifest
+    from speechft.data.sampler import TokenBatchSampler
 
     bundle, _ = bundle_and_samples
     utterances, _ = read_manifest(corpus)
@@ -196,7 +204,7 @@ def test_features_are_computed_in_loader_workers(bundle_and_samples, corpus: Pat
 @pytest.mark.parametrize("trainable, encoder_grad", [(("adaptor",), False), (("encoder", "adaptor"), True)])
 def test_frozen_encoder_runs_without_grad_and_optimizer_holds_trainable_only(tiny_dir: Path, bundle_and_samples, trainable, encoder_grad: bool) -> None:
     from speechft.model.build import load_model
-    from speechft.train.data import collate
+    from speechft.data.collate import collate
     from speechft.train.loop import apply_trainable, batch_loss_sum, make_optimizer, set_train_mode
 
     _, samples = bundle_and_samples
@@ -215,7 +223,7 @@ def test_frozen_encoder_runs_without_grad_and_optimizer_holds_trainable_only(tin
 
 @pytest.mark.slow
 def test_training_logs_throughput_and_padding(tiny_dir: Path, corpus: Path, tmp_path: Path) -> None:
-    from speechft.train.data import TrainSource
+    from speechft.data.manifest import TrainSource
     from speechft.train.loop import TrainRequest, run_training
 
     config = _config("max_steps=3", "log_every=1", "data.token_budget=400", "data.max_utterances_per_batch=2", "validation.every_steps=0", "validation.max_utterances=2", "data.speech_buckets=[32,64]")

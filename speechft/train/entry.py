@@ -12,7 +12,7 @@ from pathlib import Path
 from speechft import console
 from speechft.errors import TrainingError, UsageError
 from speechft.train.config import load_config
-from speechft.train.data import TrainSource, hours_of
+from speechft.data.manifest import TrainSource, hours_of
 from speechft.train.profiles import PROFILE_ALIASES, PROFILES, profile_for_hours, profiles_dir, shipped_profile
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from speechft.train.data import Batch
+from speechft.data.collate import Batch
 
 
 class TrainForward(torch.nn.Module):

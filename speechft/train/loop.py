@@ -29,6 +29,11 @@ from typing import Any
 from rich.markup import escape
 
 from speechft import console
+from speechft.data.collate import Batch, collate, make_loader
+from speechft.data.dataset import Sample, SpeechDataset
+from speechft.data.manifest import Skip, TrainSource, Utterance, filter_lengths, read_manifest
+from speechft.data.remote import url_cache_dir
+from speechft.data.sampler import TokenBatchSampler
 from speechft.errors import ConfigError, InputError, SpeechftError, TrainingError, UsageError
 from speechft.model.build import ModelBundle, build_frontend, load_model, module_of, read_state_dict
 from speechft.model.inputs import IGNORE_INDEX, embed_inputs
@@ -36,20 +41,6 @@ from speechft.train import checkpoint as ckpt
 from speechft.train import distributed as dist_tools
 from speechft.train import faults, holdout
 from speechft.train.config import TrainConfig, ValidationConfig, dump_config, load_config
-from speechft.train.data import (
-    Batch,
-    Sample,
-    Skip,
-    SpeechDataset,
-    TokenBatchSampler,
-    TrainSource,
-    Utterance,
-    collate,
-    filter_lengths,
-    make_loader,
-    read_manifest,
-    url_cache_dir,
-)
 from speechft.train.faults import METRICS_FILE, PROMPT_FILE, RESOLVED_CONFIG, SKIPPED_FILE, STOPPED_FILE, SUMMARY_FILE
 from speechft.train.speed import apply_speed_switches
 

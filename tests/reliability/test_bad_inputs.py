@@ -63,7 +63,7 @@ def write_bad_corpus(root: Path) -> tuple[Path, dict[str, str]]:
 def test_every_bad_line_is_trained_or_skipped_with_its_reason(tmp_path: Path) -> None:
     from speechft.model.tiny import build_tiny_model_dir
     from speechft.train.config import load_config
-    from speechft.train.data import TrainSource
+    from speechft.data.manifest import TrainSource
     from speechft.train.entry import profiles_dir
     from speechft.train.loop import TrainRequest, run_training
 

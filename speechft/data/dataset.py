@@ -1,0 +1,106 @@
+"""The training dataset: manifest utterances -> features and token ids, one sample at a time.
+
+:class:`SpeechDataset` loads audio with :func:`speechft.data.audio.load_audio` (local files or
+URLs, kept in a download cache; channels averaged; resampled to 16 kHz), computes fbank/LFR with
+the model's frontend and builds prompt ids and labels exactly as FunASRNano expects. A sample
+that fails to load, or whose audio length disagrees with its `speech_length`, comes back as a
+:class:`~speechft.data.manifest.Skip`; nothing is replaced by a random other sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from speechft.data import audio
+from speechft.data.manifest import Skip, Utterance
+from speechft.model.build import audio_token_count
+from speechft.model.inputs import IGNORE_INDEX, compute_features, prompt_ids, target_ids
+
+# Resampling rounds the sample count (one frame at most) and mp3 decoders differ by a few
+# milliseconds of padding; more than this means the audio is not what prep measured.
+SPEECH_FRAMES_TOLERANCE = 2
+
+
+@dataclass
+class Sample:
+    """One utterance ready for the model (before padding)."""
+
+    key: str
+    features: Any  # (frames, 560) float tensor
+    input_ids: list[int]
+    labels: list[int]
+    audio_start: int
+    audio_tokens: int
+    seconds: float
+    text: str
+    prompt: str
+    system: str
+
+
+class SpeechDataset:
+    """Index -> Sample (or Skip if its audio cannot be used). Picklable for loader workers.
+
+    `speech_buckets` / `token_buckets` are the batch shapes the training loader pads to (see
+    :func:`speechft.data.collate.collate`); features are computed here, so in the loader's worker processes.
+    `url_cache_dir` keeps URL audio on disk after its first download (None: download every time).
+    """
+
+    def __init__(
+        self,
+        utterances: Sequence[Utterance],
+        tokenizer: Any,
+        frontend: Any,
+        *,
+        speech_buckets: Sequence[int] = (),
+        token_buckets: Sequence[int] = (),
+        url_cache_dir: str | Path | None = None,
+    ) -> None:
+        self.utterances = list(utterances)
+        self.url_cache_dir = url_cache_dir
+        self.tokenizer = tokenizer
+        self.frontend = frontend
+        self.speech_buckets = tuple(speech_buckets)
+        self.token_buckets = tuple(token_buckets)
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def __getitem__(self, index: int) -> Sample | Skip:
+        utterance = self.utterances[index]
+        try:
+            waveform = audio.load_audio(utterance.audio, cache_dir=self.url_cache_dir)
+        except audio.AudioError as error:
+            return Skip(utterance.key, f"audio unreadable: {error.detail}", utterance.where)
+        if len(waveform) < 400:  # shorter than one 25 ms fbank window
+            return Skip(utterance.key, f"audio too short ({len(waveform)} samples)", utterance.where)
+        frames = audio.fbank_frames_of(len(waveform))
+        if abs(frames - utterance.speech_frames) > SPEECH_FRAMES_TOLERANCE:
+            return Skip(
+                utterance.key,
+                f"audio is {frames} fbank frames long but speech_length says {utterance.speech_frames} "
+                "(file replaced or line edited?); rerun `speechft prep` to rewrite the jsonl",
+                utterance.where,
+            )
+        if not np.isfinite(waveform).all():
+            return Skip(utterance.key, "audio contains NaN or infinite samples", utterance.where)
+        features = compute_features(self.frontend, waveform)
+        audio_tokens = audio_token_count(int(features.shape[0]))
+        source, audio_start = prompt_ids(self.tokenizer, utterance.prompt, audio_tokens, system=utterance.system, suffix=utterance.suffix)
+        target = target_ids(self.tokenizer, utterance.text)
+        return Sample(
+            key=utterance.key,
+            features=features,
+            input_ids=source + target,
+            labels=[IGNORE_INDEX] * len(source) + target,
+            audio_start=audio_start,
+            audio_tokens=audio_tokens,
+            seconds=len(waveform) / audio.MODEL_SAMPLE_RATE,
+            text=utterance.text,
+            prompt=utterance.prompt,
+            system=utterance.system,
+        )

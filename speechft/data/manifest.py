@@ -1,0 +1,197 @@
+"""The training manifest: one ChatML jsonl line per utterance (UPSTREAM.md §2), read and written here.
+
+- :func:`read_manifest` parses a jsonl into :class:`Utterance` records. A line that cannot be used
+  (bad JSON, missing fields, a user turn without the `!` that marks an audio path, which upstream
+  would silently train text-only) is a :class:`Skip` with its key, place and reason.
+- :class:`TrainSource` is one `--train FILE[:WEIGHT]`; :func:`hours_of` sums a manifest's audio
+  without opening any; :func:`filter_lengths` applies the data section's length limits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from speechft.data import audio
+from speechft.errors import InputError
+
+# fbank frames per LFR frame (the released frontend's lfr_n): the feature axis a batch pads.
+LFR_STRIDE = 6
+SPEECH_PATTERN = re.compile(r"^(?P<prompt>.*?)<\|startofspeech\|>(?P<audio>.*?)<\|endofspeech\|>(?P<suffix>.*)$", re.S)
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One usable jsonl line."""
+
+    key: str
+    audio: str
+    system: str
+    prompt: str
+    suffix: str
+    text: str
+    speech_frames: int  # fbank frames, 10 ms each (`speech_length`)
+    text_tokens: int  # transcript tokens (`text_length`)
+    where: str  # file:line, for messages
+
+    @property
+    def batch_tokens(self) -> int:
+        """What the token budget counts for this utterance, as upstream does."""
+        return self.speech_frames + self.text_tokens
+
+    @property
+    def seconds(self) -> float:
+        return self.speech_frames / 100.0
+
+    @property
+    def sort_key(self) -> tuple[int, int]:
+        """Batches pad two axes, LFR frames and LLM tokens (prompt + audio tokens + transcript).
+        Sorting by LFR frames, then transcript tokens, lines both up; sorting by their sum lets
+        utterances of one frame count interleave with long and short transcripts."""
+        return (-(-self.speech_frames // LFR_STRIDE), self.text_tokens)
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A line or sample left out, and why."""
+
+    key: str
+    reason: str
+    where: str = ""
+
+
+@dataclass(frozen=True)
+class TrainSource:
+    """One `--train` file and its weight: utterances drawn per epoch = weight x lines."""
+
+    path: Path
+    weight: float = 1.0
+
+    @classmethod
+    def parse(cls, text: str) -> TrainSource:
+        """`a.jsonl` or `a.jsonl:0.2`."""
+        path, _, tail = text.rpartition(":")
+        if path and re.fullmatch(r"[0-9]*\.?[0-9]+(e-?[0-9]+)?", tail):
+            weight = float(tail)
+            if weight <= 0:
+                raise InputError(f"--train {text}: the weight after ':' must be > 0")
+            return cls(Path(path), weight)
+        return cls(Path(text), 1.0)
+
+
+def parse_line(line: str, where: str, fallback_key: str) -> Utterance | Skip:
+    """One jsonl line -> Utterance, or Skip naming what is wrong with it."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        return Skip(fallback_key, f"not valid JSON ({error.msg})", where)
+    if not isinstance(record, dict):
+        return Skip(fallback_key, "not a JSON object", where)
+    key = str(record.get("key") or fallback_key)
+    messages = record.get("messages")
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        return Skip(key, "no `messages` list", where)
+    roles = [m.get("role") for m in messages]
+    if roles != ["system", "user", "assistant"]:
+        return Skip(key, f"messages must be system, user, assistant (got {', '.join(map(str, roles))})", where)
+    system, user, assistant = (str(m.get("content", "")) for m in messages)
+    match = SPEECH_PATTERN.match(user)
+    if match is None:
+        return Skip(key, "user turn has no <|startofspeech|>...<|endofspeech|> audio", where)
+    location = match["audio"]
+    if not location.startswith("!"):
+        return Skip(key, "user turn has no '!' before the audio path (upstream would silently train text-only)", where)
+    location = location[1:]
+    if not location:
+        return Skip(key, "empty audio path", where)
+    if not assistant.strip():
+        return Skip(key, "empty transcript", where)
+    try:
+        speech_frames = int(record["speech_length"]) if "speech_length" in record else -1
+        text_tokens = int(record["text_length"]) if "text_length" in record else -1
+    except (TypeError, ValueError):
+        return Skip(key, "speech_length/text_length are not integers", where)
+    return Utterance(key, location, system, match["prompt"], match["suffix"], assistant, speech_frames, text_tokens, where)
+
+
+def _speech_frames_from_header(location: str, url_cache_dir: str | Path | None = None) -> int:
+    return max(0, audio.read_info(location, cache_dir=url_cache_dir).fbank_frames)
+
+
+def read_manifest(path: str | Path, tokenizer: Any = None, url_cache_dir: str | Path | None = None) -> tuple[list[Utterance], list[Skip]]:
+    """All usable utterances of a jsonl, and the skipped lines.
+
+    Missing `speech_length` is read from the audio header (URLs are downloaded into
+    `url_cache_dir` when given); missing `text_length` is counted with `tokenizer` (required
+    then). Raises InputError when the file is missing or nothing is usable.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise InputError(f"{path}: cannot read ({error.strerror or error})") from None
+    utterances: list[Utterance] = []
+    skipped: list[Skip] = []
+    for number, line_bytes in enumerate(raw.splitlines(), start=1):
+        where = f"{path}:{number}"
+        try:
+            line = line_bytes.decode("utf-8")
+        except UnicodeDecodeError:
+            skipped.append(Skip(f"line-{number}", "not UTF-8", where))
+            continue
+        if not line.strip():
+            continue
+        parsed = parse_line(line, where, f"line-{number}")
+        if isinstance(parsed, Skip):
+            skipped.append(parsed)
+            continue
+        if parsed.speech_frames < 0 or parsed.text_tokens < 0:
+            try:
+                frames = parsed.speech_frames if parsed.speech_frames >= 0 else _speech_frames_from_header(parsed.audio, url_cache_dir)
+            except audio.AudioError as error:
+                skipped.append(Skip(parsed.key, f"audio unreadable ({error.detail})", where))
+                continue
+            tokens = parsed.text_tokens
+            if tokens < 0:
+                if tokenizer is None:
+                    raise InputError(f"{where}: no text_length; run `speechft prep` to write it")
+                tokens = len(tokenizer.tokenize(parsed.text))
+            parsed = dataclasses.replace(parsed, speech_frames=frames, text_tokens=tokens)
+        utterances.append(parsed)
+    if not utterances:
+        reasons = "; ".join(sorted({s.reason for s in skipped})[:3]) or "the file is empty"
+        raise InputError(f"{path}: no usable lines ({reasons})")
+    return utterances, skipped
+
+
+def filter_lengths(utterances: Sequence[Utterance], *, max_sample_tokens: int, min_speech_frames: int) -> tuple[list[Utterance], list[Skip]]:
+    """Drop utterances too long for a batch or too short to be speech, each with its reason."""
+    kept, skipped = [], []
+    for utterance in utterances:
+        if utterance.batch_tokens > max_sample_tokens:
+            skipped.append(Skip(utterance.key, f"{utterance.batch_tokens} tokens > data.max_sample_tokens {max_sample_tokens}", utterance.where))
+        elif utterance.speech_frames < min_speech_frames:
+            skipped.append(Skip(utterance.key, f"{utterance.speech_frames} fbank frames < data.min_speech_frames {min_speech_frames}", utterance.where))
+        else:
+            kept.append(utterance)
+    return kept, skipped
+
+
+def hours_of(paths: Sequence[str | Path]) -> float:
+    """Hours of audio in jsonl files from their `speech_length` fields (fast: no audio is opened)."""
+    frames = 0
+    for path in paths:
+        try:
+            with open(path, "rb") as handle:
+                for line in handle:
+                    found = re.search(rb'"speech_length"\s*:\s*([0-9]+)', line)
+                    if found:
+                        frames += int(found.group(1))
+        except OSError as error:
+            raise InputError(f"{path}: cannot read ({error.strerror or error})") from None
+    return frames / 100.0 / 3600.0
