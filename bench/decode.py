@@ -31,7 +31,7 @@ from speechft.data.audio import load_audio  # noqa: E402
 from speechft.decode.model import ModelTranscriber  # noqa: E402
 from speechft.decode.run import DecodeItem, DecodeOptions, decode_items  # noqa: E402
 from speechft.model.build import load_model  # noqa: E402
-from speechft.model.tiny import MID_SIZE, build_tiny_model_dir  # noqa: E402
+from speechft.testing.tiny_model import MID_SIZE, build_tiny_model_dir  # noqa: E402
 
 RATE = 16000
 PROMPT = "语音转写："

@@ -70,8 +70,7 @@ def generate(directory: Path, count: int, seed: int = 11) -> dict[str, int]:
 
 def make_tokenizer(directory: Path) -> Path:
     sys.path.insert(0, str(REPOSITORY))
-    from speechft.data.tokens import write_qwen_pipeline
-    from speechft.model.tokenizer import build_tiny_tokenizer
+    from speechft.testing.tiny_tokenizer import build_tiny_tokenizer, write_qwen_pipeline
 
     rng = random.Random(3)
     corpus = ["".join(rng.choice(HAN) for _ in range(40)) for _ in range(300)]

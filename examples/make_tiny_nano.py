@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 
 from make_corpus import ENGLISH_DIGITS  # noqa: E402  (this script's own folder)
 
-from speechft.model.tiny import build_tiny_model_dir  # noqa: E402
+from speechft.testing.tiny_model import build_tiny_model_dir  # noqa: E402
 
 MODEL_FILES = ("config.yaml", "configuration.json", "model.pt", "Qwen3-0.6B")
 # (group, share of the utterances, prep options); the verbatim group's English digit strings are spelled out.

@@ -16,6 +16,6 @@ def runner() -> CliRunner:
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A seeded tiny Fun-ASR-Nano directory in the official layout; tests copy it to change it."""
-    from speechft.model.tiny import build_tiny_model_dir
+    from speechft.testing.tiny_model import build_tiny_model_dir
 
     return build_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model", seed=0)

@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from speechft.data.tokens import write_qwen_pipeline
-from speechft.model.tokenizer import build_tiny_tokenizer
+from speechft.testing.tiny_tokenizer import build_tiny_tokenizer, write_qwen_pipeline
 
 TOKENIZER_CORPUS = [
     "甚至出现交易几乎停滞的情况",

@@ -61,7 +61,7 @@ def test_layout_is_official(tiny_dir: Path) -> None:
 
 
 def test_same_seed_same_weights(tiny_dir: Path, tmp_path: Path) -> None:
-    from speechft.model.tiny import build_tiny_model_dir
+    from speechft.testing.tiny_model import build_tiny_model_dir
 
     again = build_tiny_model_dir(tmp_path / "again", seed=0)
     first, second = torch.load(tiny_dir / "model.pt"), torch.load(again / "model.pt")

@@ -39,7 +39,7 @@ def _talkative(directory: Path, seed: int = 1) -> None:
 
 @pytest.fixture(scope="module", params=RELEASES)
 def release_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from speechft.model.tiny import build_tiny_model_dir
+    from speechft.testing.tiny_model import build_tiny_model_dir
 
     directory = build_tiny_model_dir(tmp_path_factory.mktemp(request.param) / "Fun-ASR-Nano-2512", seed=3, release=request.param)
     _talkative(directory)
@@ -104,7 +104,7 @@ def test_load_without_allow_missing(release_dir: Path, capsys: pytest.CaptureFix
 def test_partial_ctc_head_and_other_missing_keys_stay_errors(tmp_path: Path) -> None:
     from speechft.errors import InputError
     from speechft.model.build import load_model
-    from speechft.model.tiny import build_tiny_model_dir
+    from speechft.testing.tiny_model import build_tiny_model_dir
 
     directory = build_tiny_model_dir(tmp_path / "ms", release="modelscope")
     state = torch.load(directory / "model.pt")
@@ -122,7 +122,7 @@ def test_partial_ctc_head_and_other_missing_keys_stay_errors(tmp_path: Path) -> 
 def test_tokenizer_file_needed_only_with_ctc_weights(tmp_path: Path) -> None:
     from speechft.errors import InputError
     from speechft.model.build import load_model
-    from speechft.model.tiny import build_tiny_model_dir
+    from speechft.testing.tiny_model import build_tiny_model_dir
 
     for release in RELEASES:
         directory = build_tiny_model_dir(tmp_path / release, release=release)

@@ -88,7 +88,7 @@ def test_weights_with_nan_are_never_written(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from speechft.model.tiny import build_tiny_model_dir
+    from speechft.testing.tiny_model import build_tiny_model_dir
 
     root = tmp_path_factory.mktemp("faults")
     return build_tiny_model_dir(root / "model", seed=0), write_jsonl(root / "train.jsonl", make_corpus(root / "wav", 6))

@@ -38,7 +38,7 @@ TOTAL_STEPS = 20
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from speechft.model.tiny import build_tiny_model_dir
+    from speechft.testing.tiny_model import build_tiny_model_dir
 
     root = tmp_path_factory.mktemp("resume")
     model = build_tiny_model_dir(root / "model", seed=0)

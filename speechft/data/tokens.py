@@ -113,23 +113,3 @@ def load_token_counter(directory: str | Path) -> TokenCounter:
     if backend is None:
         raise InputError(f"{directory}: not a fast (tokenizer.json) tokenizer; Qwen3-0.6B ships one")
     return TokenCounter(backend, "transformers")
-
-
-def write_qwen_pipeline(directory: str | Path) -> Path:
-    """Give a tokenizer made by `build_tiny_tokenizer` the Qwen3 `tokenizer.json` pipeline.
-
-    Tests and the benchmark use this so a tiny tokenizer takes the same direct path as the real
-    Qwen3-0.6B one; transformers builds the same pipeline from the class either way.
-    """
-    path = Path(directory) / "tokenizer.json"
-    data = json.loads(path.read_text(encoding="utf-8"))
-    data["normalizer"] = {"type": "NFC"}
-    data["pre_tokenizer"] = {
-        "type": "Sequence",
-        "pretokenizers": [
-            {"type": "Split", "pattern": {"Regex": QWEN_SPLIT_REGEX}, "behavior": "Isolated", "invert": False},
-            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False},
-        ],
-    }
-    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-    return Path(directory)

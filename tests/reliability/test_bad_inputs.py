@@ -61,7 +61,7 @@ def write_bad_corpus(root: Path) -> tuple[Path, dict[str, str]]:
 
 @pytest.mark.slow
 def test_every_bad_line_is_trained_or_skipped_with_its_reason(tmp_path: Path) -> None:
-    from speechft.model.tiny import build_tiny_model_dir
+    from speechft.testing.tiny_model import build_tiny_model_dir
     from speechft.train.config import load_config
     from speechft.data.manifest import TrainSource
     from speechft.train.entry import profiles_dir

@@ -25,7 +25,7 @@ from typing import Literal
 import yaml
 
 from speechft.model.build import CONFIG_FILE, CONFIGURATION_FILE, LLM_FOLDER, WEIGHTS_FILE, build_model_from_config, read_model_config
-from speechft.model.tokenizer import build_tiny_tokenizer
+from speechft.testing.tiny_tokenizer import build_tiny_tokenizer
 
 # Enough text for the BPE to learn the ChatML scaffolding and the guide's prompts compactly.
 DEFAULT_CORPUS = (
