@@ -50,7 +50,7 @@ def test_wrong_type_names_key_and_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"mine\.yaml: max_epochs: expected an integer"):
         load_config(path)
     path.write_text("trainable: [decoder]\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"mine\.yaml: trainable: unknown module"):
+    with pytest.raises(ConfigError, match=r"mine\.yaml: trainable\[0\]: must be one of encoder, adaptor, llm, got .decoder."):
         load_config(path)
 
 

@@ -1,0 +1,41 @@
+"""Enumerated config fields are checked once, by the loader, and the error lists what is allowed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from speechft.errors import ConfigError
+from speechft.train.config import load_config
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("precision=fp16", r"precision: must be one of auto, bf16, fp32, got 'fp16'"),
+        ("device=gpu", r"device: must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+        ("schedule.decay=exponential", r"schedule\.decay: must be one of cosine, linear, inverse_sqrt, constant, got 'exponential'"),
+        ("distributed.strategy=zero3", r"distributed\.strategy: must be one of ddp, fsdp, got 'zero3'"),
+        ("checkpoint.select=avg:0", r"checkpoint\.select: must be best, last or avg:K, got 'avg:0'"),
+        ("trainable=adaptor,decoder", r"trainable\[1\]: must be one of encoder, adaptor, llm, got 'decoder'"),
+    ],
+)
+def test_a_value_outside_the_set_names_the_allowed_ones(setting: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [setting])
+
+
+def test_the_same_check_applies_to_profile_files(tmp_path: Path) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text("precision: half\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"mine\.yaml: precision: must be one of auto, bf16, fp32"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("setting", ["device=cuda:3", "device=cpu", "checkpoint.select=avg:12", "precision=bf16", "schedule.decay=inverse_sqrt"])
+def test_values_inside_the_set_load(setting: str) -> None:
+    key, value = setting.split("=")
+    config = load_config(None, [setting])
+    section, _, name = key.rpartition(".")
+    assert getattr(getattr(config, section) if section else config, name) == value
