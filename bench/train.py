@@ -100,7 +100,7 @@ def child_speechft(args: argparse.Namespace) -> None:
     import speechft.train.loop as loop
     from speechft.train.config import load_config
     from speechft.data.manifest import TrainSource
-    from speechft.train.entry import profiles_dir
+    from speechft.profiles import profiles_dir
 
     torch.set_num_threads(args.threads)
     total = args.warmup + args.steps + 1
@@ -319,7 +319,7 @@ def parity(model_dir: Path, jsonl: Path, args: argparse.Namespace) -> None:
     from speechft.data.dataset import SpeechDataset
     from speechft.data.manifest import read_manifest
     from speechft.data.sampler import TokenBatchSampler
-    from speechft.train.entry import profiles_dir
+    from speechft.profiles import profiles_dir
     from speechft.train.loop import apply_trainable, batch_loss_sum, make_optimizer
 
     torch.set_num_threads(args.threads)

@@ -249,7 +249,7 @@ def test_missing_speech_length_is_read_from_a_fallback_format(tmp_path: Path) ->
 def test_training_from_a_url_manifest_downloads_each_file_once(tiny_dir: Path, tmp_path: Path) -> None:
     from speechft.train.config import load_config
     from speechft.data.manifest import TrainSource
-    from speechft.train.entry import profiles_dir
+    from speechft.profiles import profiles_dir
     from speechft.train.loop import TrainRequest, run_training
 
     served = tmp_path / "served"

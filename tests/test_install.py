@@ -24,7 +24,7 @@ from speech_fixtures import write_tone
 from speechft.cli.app import app
 from speechft.train.config import load_config
 from speechft.train.entry import resolve_profile
-from speechft.train.profiles import PROFILE_ALIASES, PROFILES, profiles_dir, shipped_profile
+from speechft.profiles import PROFILE_ALIASES, PROFILES, profiles_dir, shipped_profile
 
 REPO = Path(__file__).resolve().parents[1]
 # Folders of generated or third-party files, never part of the project's own YAML.
@@ -158,7 +158,7 @@ def test_installed_wheel_runs_a_profile_from_another_directory(tiny_dir: Path, t
     def installed(*arguments: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(list(arguments), cwd=work, env=run_env, capture_output=True, text=True, timeout=600, check=False)
 
-    probe = installed(str(environment / "bin" / "python"), "-c", "import speechft; from speechft.train.profiles import profiles_dir; print(speechft.__file__); print(profiles_dir())")
+    probe = installed(str(environment / "bin" / "python"), "-c", "import speechft; from speechft.profiles import profiles_dir; print(speechft.__file__); print(profiles_dir())")
     assert probe.returncode == 0, probe.stderr
     package, folder = (Path(line) for line in probe.stdout.split())
     for path in (package, folder):

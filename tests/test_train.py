@@ -24,7 +24,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
 
 def _config(*overrides: str):
     from speechft.train.config import load_config
-    from speechft.train.entry import profiles_dir
+    from speechft.profiles import profiles_dir
 
     return load_config(profiles_dir() / "small-data.yaml", ["data.num_workers=0", *overrides])
 
@@ -67,7 +67,7 @@ def test_each_profile_changes_exactly_its_modules(tiny_dir: Path, corpus: tuple[
     from speechft.data.collate import collate
     from speechft.data.dataset import SpeechDataset
     from speechft.data.manifest import read_manifest
-    from speechft.train.entry import profiles_dir
+    from speechft.profiles import profiles_dir
     from speechft.train.forward import TrainForward
     from speechft.train.loop import apply_trainable, make_optimizer, set_train_mode, train_step
 

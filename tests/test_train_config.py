@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from speech_fixtures import chatml_line, write_jsonl
-from speechft.errors import ConfigError, InputError
-from speechft.train.config import TrainConfig, dump_config, field_docs, load_config
 from speechft.data.manifest import TrainSource, parse_line, read_manifest
 from speechft.data.sampler import TokenBatchSampler, token_budget_batches
+from speechft.errors import ConfigError, InputError
+from speechft.profiles import profile_for_hours, profiles_dir
+from speechft.train.config import TrainConfig, dump_config, field_docs, load_config
 from speechft.train.entry import resolve_profile
-from speechft.train.profiles import profile_for_hours, profiles_dir
 
 CONFIGS = sorted(profiles_dir().glob("*.yaml"))
 

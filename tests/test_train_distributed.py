@@ -74,7 +74,7 @@ def test_two_ranks_match_one_rank_with_the_same_global_batch(tiny_dir: Path, cor
     from speechft.model.build import load_model
     from speechft.train.config import load_config
     from speechft.data.manifest import TrainSource
-    from speechft.train.entry import profiles_dir
+    from speechft.profiles import profiles_dir
     from speechft.train.loop import TrainRequest, run_training
 
     two = tmp_path / "two"

@@ -97,7 +97,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def _request(tiny: tuple[Path, Path], output: Path, *overrides: str):  # noqa: ANN202
     from speechft.train.config import load_config
     from speechft.data.manifest import TrainSource
-    from speechft.train.entry import profiles_dir
+    from speechft.profiles import profiles_dir
     from speechft.train.loop import TrainRequest
 
     settings = ["data.num_workers=0", "data.max_utterances_per_batch=1", "validation.max_utterances=1", "validation.max_new_tokens=2", *overrides]

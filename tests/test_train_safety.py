@@ -24,7 +24,7 @@ torch = pytest.importorskip("torch")
 
 def _config(*overrides: str):  # noqa: ANN202
     from speechft.train.config import load_config
-    from speechft.train.profiles import profiles_dir
+    from speechft.profiles import profiles_dir
 
     settings = ["data.num_workers=0", "data.max_utterances_per_batch=2", "validation.max_new_tokens=2", "log_every=1", *overrides]
     return load_config(profiles_dir() / "small-data.yaml", settings)

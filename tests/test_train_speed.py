@@ -35,7 +35,7 @@ def bundle_and_samples(tiny_dir: Path, corpus: Path):
 
 def _config(*overrides: str):
     from speechft.train.config import load_config
-    from speechft.train.entry import profiles_dir
+    from speechft.profiles import profiles_dir
 
     return load_config(profiles_dir() / "small-data.yaml", ["data.num_workers=0", *overrides])
 

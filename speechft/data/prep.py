@@ -36,7 +36,7 @@ from speechft.data.kaldi import BadLine, KeyedFile, Segment, parse_segment, read
 from speechft.data.prompts import PromptPolicy, PromptSidecar, sidecar_path_for
 from speechft.data.tokens import load_token_counter
 from speechft.errors import InputError, UsageError
-from speechft.train.profiles import profile_for_hours
+from speechft.profiles import profile_for_hours
 
 SYSTEM_PROMPT = "You are a helpful assistant."
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from speechft import console
-from speechft.errors import TrainingError, UsageError
-from speechft.train.config import load_config
 from speechft.data.manifest import TrainSource, hours_of
-from speechft.train.profiles import PROFILE_ALIASES, PROFILES, profile_for_hours, profiles_dir, shipped_profile
+from speechft.errors import TrainingError, UsageError
+from speechft.profiles import PROFILE_ALIASES, PROFILES, profile_for_hours, profiles_dir, shipped_profile
+from speechft.train.config import load_config
 
 
 def resolve_profile(profile: str, train: Sequence[TrainSource]) -> tuple[Path, str, str]:

@@ -64,7 +64,7 @@ def test_every_bad_line_is_trained_or_skipped_with_its_reason(tmp_path: Path) ->
     from speechft.testing.tiny_model import build_tiny_model_dir
     from speechft.train.config import load_config
     from speechft.data.manifest import TrainSource
-    from speechft.train.entry import profiles_dir
+    from speechft.profiles import profiles_dir
     from speechft.train.loop import TrainRequest, run_training
 
     corpus, expected = write_bad_corpus(tmp_path / "corpus")

@@ -1,6 +1,7 @@
-"""The guide's data-size rule and the shipped training profiles (`speechft/profiles/*.yaml`).
+"""The shipped training profiles (the YAML files beside this module) and the guide's data-size rule.
 
-Light on purpose: `speechft prep` recommends a profile without importing the trainer.
+Kept out of `speechft.train` on purpose: `speechft prep` recommends a profile, and a wheel ships
+the files, without importing the trainer.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ LARGE_DATA_MIN_HOURS = 10000.0
 
 def profiles_dir() -> Path:
     """The folder of shipped profiles: package data, so it exists in an installed wheel as in a checkout."""
-    folder = resources.files("speechft") / "profiles"
+    folder = resources.files(__name__)
     # Every rank of a run and the resolved config name the profile by path, so it must be a real file;
     # a zipped install (zipimport) would hand back a path inside the archive instead.
     if not isinstance(folder, Path) or not folder.is_dir():
