@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from speechft import console
+from speechft.cli import options
 from speechft.cli.common import guarded
 from speechft.errors import InputError, UsageError
 
@@ -28,13 +29,13 @@ if TYPE_CHECKING:
 
 @guarded
 def command(
-    model_dir: Annotated[Path, typer.Option("--model-dir", help="Official Fun-ASR-Nano directory or a `speechft train` output directory.", show_default=False)],
+    model_dir: options.ModelDir,
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write `key<TAB>text` lines.", show_default=False)],
     scp: Annotated[Optional[Path], typer.Option("--scp", help="`key path-or-URL` lines to decode.", show_default=False)] = None,
     jsonl: Annotated[Optional[Path], typer.Option("--jsonl", help="A prep jsonl; each line is decoded with its own prompt.", show_default=False)] = None,
-    language: Annotated[Optional[str], typer.Option("--language", help="Ask for this language (zh, en, ja, ... or a name): `语音转写成英文：`.", show_default=False)] = None,
+    language: options.Language = None,
     no_itn: Annotated[bool, typer.Option("--no-itn", help="Ask for text without normalisation (`语音转写，不进行文本规整：`).")] = False,
-    prompt: Annotated[Optional[str], typer.Option("--prompt", help="Use exactly this prompt.", show_default=False)] = None,
+    prompt: options.Prompt = None,
     hotwords: Annotated[Optional[str], typer.Option("--hotwords", help="Comma-separated hotwords given to the model as context.", show_default=False)] = None,
     hotword_file: Annotated[Optional[Path], typer.Option("--hotword-file", help="One hotword per line.", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Most utterances (segments) per batch.")] = 16,
@@ -47,7 +48,7 @@ def command(
     resume: Annotated[bool, typer.Option("--resume", help="Keep the keys already in OUTPUT and decode the rest.")] = False,
     errors: Annotated[Optional[Path], typer.Option("--errors", help="Where to list keys that could not be decoded \\[default: decode_errors.tsv beside OUTPUT].", show_default=False)] = None,
     reference: Annotated[Optional[Path], typer.Option("--ref", help="Score right away against this `key text` reference (both normalised as `speechft normalize` does).", show_default=False)] = None,
-    allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Load a model.pt that lacks some weights (they stay random).")] = False,
+    allow_missing: options.AllowMissing = False,
 ) -> None:
     from speechft.decode.prompt import choose_prompt, read_hotwords, read_model_prompt
     from speechft.decode.run import DecodeOptions, read_jsonl_items, read_scp_items
@@ -87,11 +88,11 @@ def command(
         tokens_per_second=tokens_per_second or None,
         allow_missing=allow_missing,
     )
-    options = DecodeOptions(
+    settings = DecodeOptions(
         batch_size=batch_size, batch_seconds=batch_seconds, max_segment_seconds=max_segment_seconds, resume=resume, max_seconds_in_flight=max_seconds_in_flight
     )
     with _progress(len(items)) as on_progress:
-        summary = decode_items(items, transcriber, output, load_audio, options, errors_path=errors, on_progress=on_progress)
+        summary = decode_items(items, transcriber, output, load_audio, settings, errors_path=errors, on_progress=on_progress)
 
     speed = summary.audio_seconds / summary.elapsed_s if summary.elapsed_s else 0.0
     console.err.print(
@@ -127,17 +128,7 @@ def _score(reference: Path, hypothesis: Path) -> None:
 @contextlib.contextmanager
 def _progress(total: int) -> Iterator[Callable[[DecodeSummary], None]]:
     """Utterances, audio seconds and real-time factor while decoding (stderr)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    progress = Progress(
-        TextColumn("decode"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[audio]:.0f} s audio, RTF {task.fields[rtf]:.3f}"),
-        TimeRemainingColumn(),
-        console=console.err,
-        transient=True,
-    )
+    progress = console.progress("decode", "{task.fields[audio]:.0f} s audio, RTF {task.fields[rtf]:.3f}")
     task = progress.add_task("decode", total=total, audio=0.0, rtf=0.0)
 
     def update(summary: DecodeSummary) -> None:

@@ -31,16 +31,7 @@ def command(
     if source == STDIO or not _wants_progress(source):
         written = normalize_file(source, target)
     else:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        with Progress(
-            TextColumn("normalizing"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=console.err,
-            transient=True,
-        ) as progress:
+        with console.progress("normalizing") as progress:
             task = progress.add_task("normalize", total=count_lines(source) or None)
             written = normalize_file(source, target, on_progress=lambda done: progress.update(task, completed=done))
     if target != STDIO:
