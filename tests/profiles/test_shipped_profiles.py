@@ -1,0 +1,57 @@
+"""The shipped profiles are data: a header saying how to run them and why, and only the keys that differ from the schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from speechft.profiles import PROFILE_ALIASES, PROFILES, profiles_dir
+from speechft.train.config import TrainConfig, config_from_dict, config_to_dict, load_config
+
+# Each profile's resolved config as it was when the profiles still spelled out every key.
+RESOLVED = Path(__file__).resolve().parents[1] / "data" / "profiles-resolved.json"
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_trimmed_profile_resolves_as_before(name: str) -> None:
+    expected = _flatten(json.loads(RESOLVED.read_text(encoding="utf-8"))[name])
+    resolved = _flatten(json.loads(json.dumps(config_to_dict(load_config(profiles_dir() / f"{name}.yaml")))))
+    defaults = _flatten(json.loads(json.dumps(config_to_dict(TrainConfig()))))
+    for key, value in resolved.items():
+        # A field added to the schema since the snapshot must come from its default in every profile.
+        assert value == expected.get(key, defaults[key]), f"{name}: {key}"
+    assert set(resolved) & set(expected), "the snapshot shares no key with the schema"
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_profile_sets_only_keys_that_differ_from_the_defaults(name: str) -> None:
+    data = yaml.safe_load((profiles_dir() / f"{name}.yaml").read_text(encoding="utf-8"))
+    defaults = _flatten(config_to_dict(TrainConfig()))
+    # Converting through the schema compares 2.0e-5 with 2e-05 and [a, b] with (a, b) as equal.
+    converted = _flatten(config_to_dict(config_from_dict(data, name)))
+    same = [key for key in _flatten(data) if converted[key] == defaults[key]]
+    assert not same, f"{name}.yaml repeats the schema's defaults for {same}; delete those keys"
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_profile_header_gives_command_rule_and_alias(name: str) -> None:
+    lines = (profiles_dir() / f"{name}.yaml").read_text(encoding="utf-8").splitlines()
+    assert lines[0].startswith(f"# speechft train --profile {name} --model-dir ")
+    assert lines[1].startswith("# Rule (Fun-ASR guide): ") and "hours" in lines[1]
+    aliases = [alias for alias, target in PROFILE_ALIASES.items() if target == name]
+    assert aliases and lines[2] == f"# Also reachable as --profile {aliases[0]}, the guide's name for this advice."
+
