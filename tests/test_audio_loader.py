@@ -20,7 +20,7 @@ import pytest
 import soundfile
 
 from speech_fixtures import chatml_line, make_corpus, write_jsonl, write_tone
-from speechft.data import audio
+from speechft.data import audio, containers, remote
 from speechft.data.audio import AudioError, load_audio, read_file_info, read_info
 
 av = pytest.importorskip("av")
@@ -161,8 +161,8 @@ def test_plain_formats_never_reach_ffmpeg(tmp_path: Path, monkeypatch: pytest.Mo
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("FFmpeg used for a format libsndfile reads")
 
-    monkeypatch.setattr(audio, "_pyav_decode", refuse)
-    monkeypatch.setattr(audio, "_declared_seconds", refuse)
+    monkeypatch.setattr(containers, "decode", refuse)
+    monkeypatch.setattr(containers, "declared_seconds", refuse)
     wav = write_tone(tmp_path / "a.wav", 0.5, 300.0, sample_rate=8000, channels=2)
     flac = tmp_path / "a.flac"
     soundfile.write(flac, np.zeros(4000, dtype=np.float32), 8000, format="FLAC")
@@ -183,15 +183,15 @@ def test_url_cache_downloads_once_and_is_written_whole(tmp_path: Path) -> None:
     with counting_server(served) as (base, counts):
         url = f"{base}/a.wav"
         results: list[str | bytes] = []
-        threads = [threading.Thread(target=lambda: results.append(audio.fetch_cached(url, cache))) for _ in range(6)]
+        threads = [threading.Thread(target=lambda: results.append(remote.fetch_cached(url, cache))) for _ in range(6)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         downloads = counts["/a.wav"]
         assert 1 <= downloads <= 6
-        assert set(results) == {audio.url_cache_path(url, cache)}
-        assert [p.name for p in cache.iterdir()] == [Path(audio.url_cache_path(url, cache)).name]  # no temporary files left
+        assert set(results) == {remote.url_cache_path(url, cache)}
+        assert [p.name for p in cache.iterdir()] == [Path(remote.url_cache_path(url, cache)).name]  # no temporary files left
         assert Path(results[0]).read_bytes() == (served / "a.wav").read_bytes()
         for _ in range(3):
             load_audio(url, cache_dir=cache)
@@ -250,7 +250,8 @@ def test_training_from_a_url_manifest_downloads_each_file_once(tiny_dir: Path, t
     from speechft.train.config import load_config
     from speechft.data.manifest import TrainSource
     from speechft.profiles import profiles_dir
-    from speechft.train.loop import TrainRequest, run_training
+    from speechft.train.run_dir import TrainRequest
+    from speechft.train.loop import run_training
 
     served = tmp_path / "served"
     lines = make_corpus(served, 6)
@@ -313,7 +314,8 @@ class SlowTranscriber:
 
 @pytest.mark.parametrize("over_http", [False, True], ids=["files", "urls"])
 def test_decode_holds_at_most_the_budget_plus_one_item(tmp_path: Path, over_http: bool) -> None:
-    from speechft.decode.run import DecodeItem, DecodeOptions, decode_items, read_finished
+    from speechft.decode.inputs import DecodeItem
+    from speechft.decode.run import DecodeOptions, decode_items, read_finished
 
     audio_dir = tmp_path / "audio"
     audio_dir.mkdir()

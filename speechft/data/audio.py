@@ -6,29 +6,23 @@
   libsndfile refuses (m4a/AAC, AMR, WMA, audio inside video containers) to PyAV (FFmpeg).
 - :func:`load_audio` returns mono float32 at :data:`MODEL_SAMPLE_RATE`: channels averaged, other
   rates resampled, through the same readers, so its length agrees with :func:`read_info`.
-- URLs are downloaded with a timeout, retries and a size cap; with a `cache_dir` each URL is
-  downloaded once into a file named by a hash of the URL (written atomically, so loader workers
-  and ranks sharing the directory never see half a file).
+- URLs are downloaded by :mod:`speechft.data.remote` (timeout, retries, size cap, optional cache);
+  what libsndfile refuses is decoded by :mod:`speechft.data.containers` (FFmpeg via PyAV).
 
 Failures raise :class:`AudioError`, whose `reason` is one of the reject reasons prep reports.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
-import re
 import struct
-import tempfile
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import TYPE_CHECKING
 
+from speechft.data import containers, remote
+from speechft.data.remote import DEFAULT_URL_MAX_BYTES, DEFAULT_URL_RETRIES, DEFAULT_URL_TIMEOUT_S
 from speechft.errors import InputError
 
 if TYPE_CHECKING:
@@ -40,9 +34,6 @@ FILE_MISSING = "file_missing"
 UNREADABLE_AUDIO = "unreadable_audio"
 URL_UNREACHABLE = "url_unreachable"
 
-DEFAULT_URL_TIMEOUT_S = 30.0
-DEFAULT_URL_RETRIES = 2
-DEFAULT_URL_MAX_BYTES = 1 << 30
 # Enough for the fmt and data chunk headers of any WAV writer seen in practice (LIST/bext chunks
 # before `data` included); a header that does not fit goes to soundfile.
 HEADER_BYTES = 4096
@@ -171,71 +162,11 @@ def _checked(info: AudioInfo, name: str) -> AudioInfo:
     return info
 
 
-def _pyav_open(source: str | io.BytesIO, name: str, soundfile_problem: str):
-    """An FFmpeg container with its first audio stream, or AudioError naming both decoders' complaints."""
-    import av
-
+def _ffmpeg(source: str | io.BytesIO, name: str, soundfile_problem: str, *, keep_samples: bool) -> containers.DecodedAudio:
     try:
-        container = av.open(_rewind(source), mode="r")
-    except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as error:
-        raise AudioError(UNREADABLE_AUDIO, f"{name}: not readable as audio (libsndfile: {soundfile_problem}; FFmpeg: {error})") from None
-    if not container.streams.audio:
-        kinds = ", ".join(sorted({stream.type for stream in container.streams})) or "no streams"
-        container.close()
-        raise AudioError(
-            UNREADABLE_AUDIO,
-            f"{name}: no audio stream (libsndfile: {soundfile_problem}; FFmpeg reads it as {container.format.name} with {kinds}); "
-            "if it is headerless raw PCM, convert it to WAV/FLAC with its sample rate",
-        )
-    return container, container.streams.audio[0]
-
-
-def _declared_frames(stream, sample_rate: int) -> int | None:
-    """Sample frames the container declares for the stream: encoders pad the last packet (AAC to
-    1024 samples), and the declared length is the recording's, so decoding stops there."""
-    if stream.duration is None or stream.time_base is None or stream.duration <= 0:
-        return None
-    return int(Fraction(stream.duration) * stream.time_base * sample_rate)
-
-
-def _pyav_decode(source: str | io.BytesIO, name: str, soundfile_problem: str, *, keep_samples: bool) -> tuple[AudioInfo, np.ndarray]:
-    """Decode the first audio stream: (frames, rate, channels), and the mono float32 samples at
-    the stream's own rate when `keep_samples` (else an empty array). Counting decodes too: only decoding gives the exact
-    length that loading will produce (container durations are estimates for some formats)."""
-    import av
-    import numpy as np
-
-    container, stream = _pyav_open(source, name, soundfile_problem)
-    with container:
-        sample_rate = int(stream.codec_context.sample_rate or stream.rate or 0)
-        channels = int(stream.codec_context.layout.nb_channels or 0)
-        _checked(AudioInfo(0, sample_rate, channels), name)
-        limit = _declared_frames(stream, sample_rate)
-        # Planar float at the first frame's layout and rate, whatever the codec's native sample format.
-        converter = av.AudioResampler(format="fltp")
-        pieces: list[np.ndarray] = []
-        total = 0
-        try:
-            for frame in container.decode(stream):
-                if not keep_samples:
-                    total += frame.samples
-                    continue
-                for converted in converter.resample(frame):
-                    planes = converted.to_ndarray()
-                    # Downmix frame by frame: an hour of stereo 48 kHz would otherwise sit in memory twice.
-                    pieces.append(planes.mean(axis=0, dtype=np.float32) if planes.shape[0] > 1 else planes[0].astype(np.float32, copy=False))
-                    total += planes.shape[1]
-            if keep_samples:
-                for converted in converter.resample(None):
-                    planes = converted.to_ndarray()
-                    pieces.append(planes.mean(axis=0, dtype=np.float32) if planes.shape[0] > 1 else planes[0].astype(np.float32, copy=False))
-                    total += planes.shape[1]
-        except (av.FFmpegError, ValueError) as error:
-            raise AudioError(UNREADABLE_AUDIO, f"{name}: FFmpeg cannot decode its {stream.codec_context.name} audio ({error})") from None
-    frames = min(total, limit) if limit is not None else total
-    info = AudioInfo(frames, sample_rate, channels)
-    samples = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
-    return info, samples[:frames]
+        return containers.decode(_rewind(source), name, soundfile_problem, keep_samples=keep_samples)
+    except containers.ContainerError as error:
+        raise AudioError(UNREADABLE_AUDIO, str(error)) from None
 
 
 def _probe(source: str | io.BytesIO, name: str) -> AudioInfo:
@@ -247,7 +178,8 @@ def _probe(source: str | io.BytesIO, name: str) -> AudioInfo:
     try:
         info = soundfile.info(_rewind(source))
     except _soundfile_errors() as error:
-        return _pyav_decode(source, name, str(error), keep_samples=False)[0]
+        decoded = _ffmpeg(source, name, str(error), keep_samples=False)
+        return AudioInfo(decoded.frames, decoded.sample_rate, decoded.channels)
     return _checked(AudioInfo(int(info.frames), int(info.samplerate), int(info.channels)), name)
 
 
@@ -261,8 +193,8 @@ def _decode(source: str | io.BytesIO, name: str) -> tuple[np.ndarray, int]:
     try:
         samples, rate = soundfile.read(_rewind(source), dtype="float32", always_2d=True)
     except _soundfile_errors() as error:
-        info, mono = _pyav_decode(source, name, str(error), keep_samples=True)
-        return mono, info.sample_rate
+        decoded = _ffmpeg(source, name, str(error), keep_samples=True)
+        return decoded.samples, decoded.sample_rate
     mono = samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
     return mono, int(rate)
 
@@ -291,86 +223,14 @@ def read_file_info(path: str) -> AudioInfo:
     return info if info is not None else _probe(path, path)
 
 
-def fetch_url(
-    url: str,
-    *,
-    timeout_s: float = DEFAULT_URL_TIMEOUT_S,
-    retries: int = DEFAULT_URL_RETRIES,
-    max_bytes: int = DEFAULT_URL_MAX_BYTES,
-) -> bytes:
-    """Download `url` with a per-attempt timeout, `retries` extra attempts and a size cap.
-
-    A 4xx answer is final (retrying will not help); timeouts, connection errors and 5xx are
-    retried with a short growing pause. Raises AudioError(url_unreachable).
-    """
-    last_problem = ""
-    for attempt in range(retries + 1):
-        if attempt:
-            time.sleep(min(0.2 * 2 ** (attempt - 1), 2.0))
-        try:
-            with urllib.request.urlopen(url, timeout=timeout_s) as response:
-                body = response.read(max_bytes + 1)
-        except urllib.error.HTTPError as error:
-            last_problem = f"HTTP {error.code} {error.reason}"
-            if 400 <= error.code < 500:
-                break
-            continue
-        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as error:
-            reason = getattr(error, "reason", error)
-            last_problem = str(reason) or type(reason).__name__
-            continue
-        if len(body) > max_bytes:
-            raise AudioError(URL_UNREACHABLE, f"{url}: larger than {max_bytes} bytes; download it and list the file")
-        return body
-    tries = f" after {retries + 1} attempts" if retries else ""
-    raise AudioError(URL_UNREACHABLE, f"{url}: {last_problem}{tries}")
-
-
-def url_cache_path(url: str, cache_dir: str | os.PathLike[str]) -> str:
-    """Where `url` is kept in `cache_dir`: a hash of the URL, plus its suffix so formats stay recognisable."""
-    suffix = _suffix(url)
-    if not re.fullmatch(r"\.[a-z0-9]{1,8}", suffix):
-        suffix = ""
-    return os.path.join(os.fspath(cache_dir), hashlib.sha256(url.encode("utf-8")).hexdigest() + suffix)
-
-
-def fetch_cached(
-    url: str,
-    cache_dir: str | os.PathLike[str],
-    *,
-    timeout_s: float = DEFAULT_URL_TIMEOUT_S,
-    retries: int = DEFAULT_URL_RETRIES,
-    max_bytes: int = DEFAULT_URL_MAX_BYTES,
-) -> str | bytes:
-    """The local path of `url` in `cache_dir`, downloading it the first time.
-
-    The download goes to a temporary file that is renamed into place, so concurrent readers
-    (loader workers, other ranks) see the whole file or none; two that download at once both
-    rename, and either copy is the same. When the cache cannot be written (disk full, read-only)
-    the downloaded bytes are returned instead, so the run goes on, downloading again next time.
-    """
-    target = url_cache_path(url, cache_dir)
-    if os.path.exists(target):
-        return target
-    body = fetch_url(url, timeout_s=timeout_s, retries=retries, max_bytes=max_bytes)
-    temporary = None
-    try:
-        os.makedirs(os.fspath(cache_dir), exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=os.fspath(cache_dir), prefix=".download-")
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(body)
-        os.replace(temporary, target)
-    except OSError:
-        if temporary is not None and os.path.exists(temporary):
-            os.unlink(temporary)
-        return body
-    return target
-
-
 def _open_url(location: str, cache_dir: str | os.PathLike[str] | None, timeout_s: float, retries: int, max_bytes: int) -> str | bytes:
-    if cache_dir is None:
-        return fetch_url(location, timeout_s=timeout_s, retries=retries, max_bytes=max_bytes)
-    return fetch_cached(location, cache_dir, timeout_s=timeout_s, retries=retries, max_bytes=max_bytes)
+    """The cached file's path, or the downloaded bytes when there is no cache (or it cannot be written)."""
+    try:
+        if cache_dir is None:
+            return remote.fetch_url(location, timeout_s=timeout_s, retries=retries, max_bytes=max_bytes)
+        return remote.fetch_cached(location, cache_dir, timeout_s=timeout_s, retries=retries, max_bytes=max_bytes)
+    except remote.FetchError as error:
+        raise AudioError(URL_UNREACHABLE, str(error)) from None
 
 
 def read_info(
@@ -439,23 +299,5 @@ def probe_seconds(location: str) -> float | None:
     try:
         header = soundfile.info(location)
     except _soundfile_errors():
-        return _declared_seconds(location)
+        return containers.declared_seconds(location)
     return header.frames / header.samplerate if header.samplerate > 0 else None
-
-
-def _declared_seconds(path: str) -> float | None:
-    """The container's own duration of the first audio stream, without decoding."""
-    import av
-
-    try:
-        with av.open(path, mode="r") as container:
-            if not container.streams.audio:
-                return None
-            stream = container.streams.audio[0]
-            rate = int(stream.codec_context.sample_rate or stream.rate or 0)
-            frames = _declared_frames(stream, rate) if rate else None
-            if frames is not None:
-                return frames / rate
-            return container.duration / 1_000_000 if container.duration else None
-    except (av.FFmpegError, OSError, ValueError):
-        return None

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from speechft.data import audio
+from speechft.data import audio, remote
 from speechft.data.audio import MODEL_SAMPLE_RATE, AudioError, AudioInfo
 from speechft.data.kaldi import BadLine, KeyedFile, Segment, parse_segment, read_keyed_file
 from speechft.data.prompts import PromptPolicy, PromptSidecar, sidecar_path_for
@@ -113,8 +113,8 @@ class PrepOptions:
     max_frames: int = 12000
     max_tokens: int = 2048
     max_reject_fraction: float = 0.05
-    url_timeout_s: float = audio.DEFAULT_URL_TIMEOUT_S
-    url_retries: int = audio.DEFAULT_URL_RETRIES
+    url_timeout_s: float = remote.DEFAULT_URL_TIMEOUT_S
+    url_retries: int = remote.DEFAULT_URL_RETRIES
 
     def validate(self) -> None:
         if str(self.out) == "-" or self.out.name in ("", ".") or self.out.is_dir():
