@@ -29,7 +29,8 @@ from model_fixtures import make_talkative  # noqa: E402
 
 from speechft.data.audio import load_audio  # noqa: E402
 from speechft.decode.model import ModelTranscriber  # noqa: E402
-from speechft.decode.run import DecodeItem, DecodeOptions, decode_items  # noqa: E402
+from speechft.decode.inputs import DecodeItem  # noqa: E402
+from speechft.decode.run import DecodeOptions, decode_items  # noqa: E402
 from speechft.model.build import load_model  # noqa: E402
 from speechft.testing.tiny_model import MID_SIZE, build_tiny_model_dir  # noqa: E402
 

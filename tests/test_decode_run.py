@@ -12,14 +12,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from speechft.decode.run import (
-    DecodeOptions,
-    decode_items,
-    join_texts,
-    read_finished,
-    read_jsonl_items,
-    read_scp_items,
-)
+from speechft.decode.inputs import read_jsonl_items, read_scp_items
+from speechft.decode.run import DecodeOptions, decode_items, join_texts, read_finished
 from speechft.errors import InputError
 
 RATE = 16000

@@ -51,7 +51,8 @@ def command(
     allow_missing: options.AllowMissing = False,
 ) -> None:
     from speechft.decode.prompt import choose_prompt, read_hotwords, read_model_prompt
-    from speechft.decode.run import DecodeOptions, read_jsonl_items, read_scp_items
+    from speechft.decode.inputs import read_jsonl_items, read_scp_items
+    from speechft.decode.run import DecodeOptions
 
     if (scp is None) == (jsonl is None):
         raise UsageError("give exactly one of --scp or --jsonl")

@@ -1,8 +1,9 @@
 """Decode a list of utterances in batches, resumably, to a `key<TAB>text` file.
 
-The model side is a :class:`Transcriber` (waveforms + prompts -> texts); everything else lives
-here: reading the inputs, long-audio segmentation, length-sorted batching, error bookkeeping,
-flushing results as they are produced and restoring input order at the end.
+The model side is a :class:`Transcriber` (waveforms + prompts -> texts), the inputs come from
+:mod:`speechft.decode.inputs` and their audio through :mod:`speechft.decode.prefetch`; this module
+does long-audio segmentation, length-sorted batching, error bookkeeping, flushing results as they
+are produced and restoring input order at the end.
 
 Memory: audio is loaded ahead of the model in threads, but never more than
 `DecodeOptions.max_seconds_in_flight` seconds of it (plus one recording longer than that) is held
@@ -16,13 +17,10 @@ output is rewritten (temp file + rename) in input order.
 
 from __future__ import annotations
 
-import json
 import re
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TextIO
@@ -30,28 +28,16 @@ from typing import Protocol, TextIO
 import numpy as np
 
 from speechft.data.audio import MODEL_SAMPLE_RATE, probe_seconds
+from speechft.decode.inputs import DecodeItem
+from speechft.decode.prefetch import AudioLoader, AudioMeasure, Prefetch
 from speechft.decode.segment import split_points
-from speechft.errors import InputError, UsageError
+from speechft.errors import UsageError
 from speechft.io import atomic
-from speechft.io.textfile import iter_keyed, iter_lines
-
-SPEECH_PATTERN = re.compile(r"<\|startofspeech\|>!(.*?)<\|endofspeech\|>", re.DOTALL)
-
 
 class Transcriber(Protocol):
     """Turns a batch of 16 kHz mono waveforms and their prompts into texts, in order."""
 
     def transcribe(self, waveforms: Sequence[np.ndarray], prompts: Sequence[str]) -> list[str]: ...
-
-
-
-@dataclass(frozen=True)
-class DecodeItem:
-    """One utterance to decode: its key, audio path or URL, and the prompt to decode it with."""
-
-    key: str
-    source: str
-    prompt: str
 
 
 @dataclass(frozen=True)
@@ -90,46 +76,6 @@ class DecodeSummary:
 
 
 ProgressCallback = Callable[[DecodeSummary], None]
-AudioLoader = Callable[[str], np.ndarray]
-AudioMeasure = Callable[[str], "float | None"]
-
-
-def read_scp_items(path: str | Path, prompt: str) -> list[DecodeItem]:
-    """`key path-or-URL` lines, each decoded with `prompt`. Duplicate keys are an error."""
-    items: list[DecodeItem] = []
-    seen: dict[str, int] = {}
-    for entry in iter_keyed(path):
-        if entry.key in seen:
-            raise InputError(f"{path}:{entry.lineno}: duplicate key {entry.key!r} (first at line {seen[entry.key]})")
-        if not entry.text:
-            raise InputError(f"{path}:{entry.lineno}: key {entry.key!r} has no audio path; expected `key path`")
-        seen[entry.key] = entry.lineno
-        items.append(DecodeItem(entry.key, entry.text, prompt))
-    return items
-
-
-def read_jsonl_items(path: str | Path) -> list[DecodeItem]:
-    """A `speechft prep` jsonl: each line decoded with its own user prompt."""
-    items: list[DecodeItem] = []
-    seen: set[str] = set()
-    for lineno, line in iter_lines(path):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            record = json.loads(line)
-            user = next(m["content"] for m in record["messages"] if m["role"] == "user")
-        except (json.JSONDecodeError, KeyError, TypeError, StopIteration):
-            raise InputError(f"{where}: not a prep jsonl line (need messages with a user turn)") from None
-        match = SPEECH_PATTERN.search(user)
-        if match is None:
-            raise InputError(f"{where}: user turn has no <|startofspeech|>!PATH<|endofspeech|>")
-        key = str(record.get("key") or f"line{lineno}")
-        if key in seen:
-            raise InputError(f"{where}: duplicate key {key!r}")
-        seen.add(key)
-        items.append(DecodeItem(key, match.group(1), user[: match.start()]))
-    return items
 
 
 def read_finished(output: Path) -> dict[str, str]:
@@ -167,117 +113,6 @@ def clean_text(text: str) -> str:
 class _Pending:
     item: DecodeItem
     parts: list[str | None]
-
-
-class _Prefetch:
-    """Loads items' audio in worker threads, in input order, within a budget of seconds.
-
-    An item is admitted (its load may start) when the seconds held (loading, or loaded and not yet
-    released by the consumer) plus its own length, read beforehand by `measure`, fit the budget,
-    or when nothing is held. An item whose length `measure` cannot tell (a URL) is admitted while
-    the held seconds are under the budget and no other such item is loading, and is counted once
-    loaded. So at most `budget + one item` seconds are ever held. The consumer `take`s loaded items
-    in input order and `release`s each one when it is done with its audio.
-    """
-
-    def __init__(self, items: Sequence[DecodeItem], load: AudioLoader, measure: AudioMeasure, workers: int, budget_s: float) -> None:
-        self.items = items
-        self.load = load
-        self.measure = measure
-        self.budget_s = budget_s
-        self.lock = threading.Condition()
-        self.turn = 0  # the next position to admit
-        self.turn_waits = False  # the item at `turn` is measured and waits for room
-        self.loading = 0  # admitted, not yet loaded
-        self.unknown_loading = False
-        self.held_items = 0  # admitted, not yet released
-        self.held_s = 0.0
-        self.peak_s = 0.0
-        self.done: dict[int, tuple[np.ndarray | str | BaseException, float]] = {}
-        self.cursor = 0  # the next position to hand to the consumer
-        self.closed = False
-        self.pool = ThreadPoolExecutor(max(1, workers))
-        for position in range(len(items)):
-            self.pool.submit(self._work, position)
-
-    def _room_for(self, seconds: float | None) -> bool:
-        if seconds is None:
-            return not self.unknown_loading and (self.held_items == 0 or self.held_s < self.budget_s)
-        return self.held_items == 0 or self.held_s + seconds <= self.budget_s
-
-    def _work(self, position: int) -> None:
-        item = self.items[position]
-        try:
-            seconds = self.measure(item.source)
-        except (InputError, OSError, RuntimeError, ValueError):
-            seconds = None
-        with self.lock:
-            while not self.closed and (self.turn != position or not self._room_for(seconds)):
-                if self.turn == position:
-                    self.turn_waits = True
-                self.lock.wait()
-            if self.closed:
-                return
-            self.turn_waits = False
-            self.turn += 1
-            self.loading += 1
-            self.held_items += 1
-            self.unknown_loading = self.unknown_loading or seconds is None
-            self.held_s += seconds or 0.0
-            self.peak_s = max(self.peak_s, self.held_s)
-            self.lock.notify_all()
-        result: np.ndarray | str | BaseException
-        try:
-            result = _load(self.load, item)
-        except Exception as error:  # handed to the consumer, which raises it
-            result = error
-        actual = len(result) / MODEL_SAMPLE_RATE if isinstance(result, np.ndarray) else 0.0
-        with self.lock:
-            self.loading -= 1
-            if seconds is None:
-                self.unknown_loading = False
-            self.held_s += actual - (seconds or 0.0)
-            self.peak_s = max(self.peak_s, self.held_s)
-            self.done[position] = (result, actual)
-            self.lock.notify_all()
-
-    def take(self, wanted: int) -> list[tuple[DecodeItem, np.ndarray | str, float]]:
-        """The next up to `wanted` loaded items in input order (at least one while any are left).
-
-        Fewer come back only at the end of the input, or when the budget keeps the next item from
-        loading until these are released.
-        """
-        with self.lock:
-            while True:
-                ready = 0
-                while ready < wanted and self.cursor + ready in self.done:
-                    ready += 1
-                finished = self.cursor + ready >= len(self.items)
-                starved = self.loading == 0 and self.turn_waits and self.turn == self.cursor + ready
-                if ready >= wanted or finished or (ready and starved):
-                    break
-                self.lock.wait()
-            taken = []
-            for position in range(self.cursor, self.cursor + ready):
-                result, seconds = self.done.pop(position)
-                if isinstance(result, BaseException):
-                    raise result
-                taken.append((self.items[position], result, seconds))
-            self.cursor += ready
-            return taken
-
-    def release(self, seconds: float) -> None:
-        """The consumer holds one item's audio no longer."""
-        with self.lock:
-            self.held_items -= 1
-            self.held_s -= seconds
-            self.lock.notify_all()
-
-    def close(self) -> None:
-        with self.lock:
-            self.closed = True
-            self.lock.notify_all()
-        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _batches(segments: list[tuple[int, int, np.ndarray]], options: DecodeOptions) -> Iterator[list[tuple[int, int, np.ndarray]]]:
@@ -339,7 +174,7 @@ def decode_items(
     summary.errors = failed  # shared, so progress callbacks see failures as they happen
 
     chunk_size = max(1, options.batch_size * options.chunk_batches)
-    prefetch = _Prefetch(todo, load_audio, measure_audio, options.load_workers, options.max_seconds_in_flight)
+    prefetch = Prefetch(todo, load_audio, measure_audio, options.load_workers, options.max_seconds_in_flight)
     try:
         with open(output, "a", encoding="utf-8", newline="\n") as sink:
             while True:
@@ -364,7 +199,7 @@ def _decode_chunk(
     options: DecodeOptions,
     sink: TextIO,
     summary: DecodeSummary,
-    prefetch: _Prefetch,
+    prefetch: Prefetch,
     started: float,
     on_progress: ProgressCallback | None,
 ) -> None:
@@ -410,19 +245,6 @@ def _decode_chunk(
         summary.elapsed_s = time.perf_counter() - started
         if on_progress is not None:
             on_progress(summary)
-
-
-def _load(load_audio: AudioLoader, item: DecodeItem) -> np.ndarray | str:
-    """The waveform, or the reason it cannot be decoded (a string)."""
-    try:
-        waveform = load_audio(item.source)
-    except InputError as error:
-        return str(error)
-    except (OSError, RuntimeError, ValueError) as error:
-        return f"{item.source}: cannot load audio ({error})"
-    if len(waveform) == 0:
-        return f"{item.source}: empty audio"
-    return waveform
 
 
 def _write_lines(path: Path, rows: Sequence[tuple[str, str]]) -> None:
