@@ -16,8 +16,9 @@ from typer.testing import CliRunner
 
 from speechft.cli.app import app
 from speechft.errors import InputError
-from speechft.text import normalize_file, normalize_text
-from speechft.text.chinese import cardinal_words, digit_words, words_to_digits
+from speechft.text.normalize import normalize_file, normalize_text
+from speechft.text.chinese import words_to_digits
+from speechft.text.chinese_numbers import cardinal_words, digit_words
 
 DATA = Path(__file__).parent / "data" / "normalize"
 CORPUS = DATA / "corpus.txt"

@@ -1,5 +1,1 @@
-"""Text processing shared by scoring and data preparation."""
-
-from speechft.text.normalize import normalize_file, normalize_text
-
-__all__ = ["normalize_file", "normalize_text"]
+"""Text processing shared by scoring and data preparation: the guide's normalisation (`normalize`)."""

@@ -29,7 +29,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from speechft.io.textfile import STDIO, iter_lines, open_output, split_key
-from speechft.text import chinese, whisper
+from speechft.text import chinese, chinese_numbers, whisper
 
 _ENGLISH_TOKEN = re.compile(r"[A-Za-z0-9,.!?:;，。！？：；、%'\s\-~]+")
 _CHINESE_ENGLISH_TOKEN = re.compile(r"[\u4e00-\u9fa5A-Za-z0-9,.!?:;，。！？：；、%'\s\-~]+")
@@ -53,7 +53,7 @@ def _normalize_group(token_class: int, group: str) -> str:
     if token_class == _ENGLISH:
         return chinese.score_spacing(whisper.english(group))
     spelled = whisper.english(group) if token_class == _CHINESE_ENGLISH else whisper.basic(group)
-    return chinese.to_simplified(chinese.words_to_canonical(chinese.numbers_to_words(spelled)))
+    return chinese.to_simplified(chinese.words_to_canonical(chinese_numbers.numbers_to_words(spelled)))
 
 
 def normalize_text(text: str) -> str:
