@@ -98,6 +98,7 @@ def child_speechft(args: argparse.Namespace) -> None:
     import torch
 
     import speechft.train.loop as loop
+    from speechft.train.run_dir import TrainRequest
     from speechft.train.config import load_config
     from speechft.data.manifest import TrainSource
     from speechft.profiles import profiles_dir
@@ -126,7 +127,7 @@ def child_speechft(args: argparse.Namespace) -> None:
         return stats
 
     loop.train_step = timed_step
-    request = loop.TrainRequest(
+    request = TrainRequest(
         model_dir=Path(args.model_dir),
         train=(TrainSource(Path(args.train_jsonl)),),
         output_dir=Path(args.workdir) / "out",
@@ -320,7 +321,9 @@ def parity(model_dir: Path, jsonl: Path, args: argparse.Namespace) -> None:
     from speechft.data.manifest import read_manifest
     from speechft.data.sampler import TokenBatchSampler
     from speechft.profiles import profiles_dir
-    from speechft.train.loop import apply_trainable, batch_loss_sum, make_optimizer
+    from speechft.train.forward import batch_loss_sum
+    from speechft.train.modules import apply_trainable
+    from speechft.train.optim import make_optimizer
 
     torch.set_num_threads(args.threads)
     config = load_config(profiles_dir() / "small-data.yaml", ["schedule.warmup_fraction=0", "schedule.decay=constant", *args.override])

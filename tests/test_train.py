@@ -69,7 +69,9 @@ def test_each_profile_changes_exactly_its_modules(tiny_dir: Path, corpus: tuple[
     from speechft.data.manifest import read_manifest
     from speechft.profiles import profiles_dir
     from speechft.train.forward import TrainForward
-    from speechft.train.loop import apply_trainable, make_optimizer, set_train_mode, train_step
+    from speechft.train.loop import train_step
+    from speechft.train.modules import apply_trainable, set_train_mode
+    from speechft.train.optim import make_optimizer
 
     config = load_config(profiles_dir() / f"{profile}.yaml", ["optim.lr=1e-2", "schedule.warmup_fraction=0"])
     bundle = load_model(tiny_dir)
@@ -96,7 +98,8 @@ def test_overfit_checkpoint_and_funasr_decode_the_same(tiny_dir: Path, corpus: t
     from speechft.model.build import load_model
     from speechft.model.generate import clean_text, greedy_decode
     from speechft.data.manifest import TrainSource
-    from speechft.train.loop import TrainRequest, run_training
+    from speechft.train.run_dir import TrainRequest
+    from speechft.train.loop import run_training
 
     path, lines = corpus
     broken = tmp_path / "broken.wav"

@@ -75,7 +75,8 @@ def test_two_ranks_match_one_rank_with_the_same_global_batch(tiny_dir: Path, cor
     from speechft.train.config import load_config
     from speechft.data.manifest import TrainSource
     from speechft.profiles import profiles_dir
-    from speechft.train.loop import TrainRequest, run_training
+    from speechft.train.run_dir import TrainRequest
+    from speechft.train.loop import run_training
 
     two = tmp_path / "two"
     result = run_speechft(

@@ -33,7 +33,7 @@ def _save(run_dir: Path, step: int, model: torch.nn.Module) -> None:
     weights, optimizer_state = ckpt.training_snapshot(model, model, optimizer, _Solo())
     ckpt.save_checkpoint(
         run_dir, step, weights=weights, optimizer_state=optimizer_state, scheduler=scheduler, train_state={"step": step},
-        sampler_state={}, rng_states=[ckpt.rng_state()], optimizer_format="positional", world_size=1, val_cer=None, val_loss=None,
+        rng_states=[ckpt.rng_state()], optimizer_format="positional", world_size=1, val_cer=None, val_loss=None,
     )
 
 
@@ -98,7 +98,7 @@ def _request(tiny: tuple[Path, Path], output: Path, *overrides: str):  # noqa: A
     from speechft.train.config import load_config
     from speechft.data.manifest import TrainSource
     from speechft.profiles import profiles_dir
-    from speechft.train.loop import TrainRequest
+    from speechft.train.run_dir import TrainRequest
 
     settings = ["data.num_workers=0", "data.max_utterances_per_batch=1", "validation.max_utterances=1", "validation.max_new_tokens=2", *overrides]
     config = load_config(profiles_dir() / "small-data.yaml", settings)
@@ -108,9 +108,9 @@ def _request(tiny: tuple[Path, Path], output: Path, *overrides: str):  # noqa: A
 @pytest.mark.slow
 def test_non_finite_steps_are_skipped_counted_then_abort(tiny: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from speechft.train import checkpoint as ckpt
-    from speechft.train import loop
+    from speechft.train import forward, loop
 
-    real_loss = loop.batch_loss_sum
+    real_loss = forward.batch_loss_sum
     calls = {"count": 0}
 
     def poisoned(*args: object, **kwargs: object) -> torch.Tensor:
@@ -121,7 +121,7 @@ def test_non_finite_steps_are_skipped_counted_then_abort(tiny: tuple[Path, Path]
                 return loss * float("nan")
         return loss
 
-    monkeypatch.setattr(loop, "batch_loss_sum", poisoned)
+    monkeypatch.setattr(forward, "batch_loss_sum", poisoned)
     output = tmp_path / "run"
     with pytest.raises(TrainingError, match=r"3 optimizer steps in a row had a non-finite loss.*optim\.max_nonfinite_steps"):
         loop.run_training(_request(tiny, output, "optim.max_nonfinite_steps=3", "validation.every_steps=1", "max_epochs=3"))
@@ -142,10 +142,10 @@ def test_an_output_dir_that_cannot_be_created_fails_before_training(tiny: tuple[
 
 
 def test_too_little_free_space_fails_before_training(tiny: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from speechft.train import faults, loop
+    from speechft.train import loop, output_dir
 
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(faults.shutil, "disk_usage", lambda _path: usage(10**6, 10**6 - 1000, 1000))
+    monkeypatch.setattr(output_dir.shutil, "disk_usage", lambda _path: usage(10**6, 10**6 - 1000, 1000))
     with pytest.raises(TrainingError, match=r"GiB needed for checkpoints and the model, 0\.00 GiB free"):
         loop.run_training(_request(tiny, tmp_path / "run"))
     assert not (tmp_path / "run" / "checkpoints").exists()

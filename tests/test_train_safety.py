@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def _config(*overrides: str):  # noqa: ANN202
 
 def _request(model_dir: Path, train: Path, output: Path, *overrides: str, **fields: object):  # noqa: ANN202
     from speechft.data.manifest import TrainSource
-    from speechft.train.loop import TrainRequest
+    from speechft.train.run_dir import TrainRequest
 
     return TrainRequest(model_dir=model_dir, train=(TrainSource(train),), output_dir=output, config=_config(*overrides), show_progress=False, **fields)
 
@@ -78,7 +79,7 @@ def test_the_held_out_keys_do_not_depend_on_line_order_and_no_file_is_emptied() 
 
 def test_validation_is_held_out_of_training_and_a_val_file_passes_the_length_limits(tiny_dir: Path, tmp_path: Path) -> None:
     from speechft.model.build import load_model
-    from speechft.train.loop import prepare_data
+    from speechft.train.corpus import prepare_data
 
     lines = make_corpus(tmp_path / "wav", 40)
     train = write_jsonl(tmp_path / "train.jsonl", lines)
@@ -110,13 +111,13 @@ def _checkpoint(run_dir: Path, step: int, weights: dict, val_cer: float) -> None
     optimizer = torch.optim.AdamW(model.parameters())
     ckpt.save_checkpoint(
         run_dir, step, weights=weights, optimizer_state=optimizer.state_dict(), scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0),
-        train_state={"step": step}, sampler_state={}, rng_states=[ckpt.rng_state()], optimizer_format="positional", world_size=1,
+        train_state={"step": step}, rng_states=[ckpt.rng_state()], optimizer_format="positional", world_size=1,
         val_cer=val_cer, val_loss=None,
     )
 
 
 def test_averaging_divides_by_the_checkpoints_that_hold_each_tensor(tmp_path: Path) -> None:
-    from speechft.train.checkpoint import selected_weights
+    from speechft.train.export import selected_weights
 
     for step, value in ((1, 1.0), (2, 2.0), (3, 6.0), (4, 100.0)):
         _checkpoint(tmp_path, step, {"a": torch.full((2,), value), "b": torch.full((1,), -value)}, val_cer=0.1 * step)
@@ -126,7 +127,7 @@ def test_averaging_divides_by_the_checkpoints_that_hold_each_tensor(tmp_path: Pa
 
 
 def test_averaging_checkpoints_with_different_weights_is_an_error_naming_them(tmp_path: Path) -> None:
-    from speechft.train.checkpoint import selected_weights
+    from speechft.train.export import selected_weights
 
     _checkpoint(tmp_path, 1, {"audio_adaptor.w": torch.ones(2)}, val_cer=0.1)
     _checkpoint(tmp_path, 2, {"audio_adaptor.w": torch.ones(2), "llm.layer.w": torch.ones(2)}, val_cer=0.2)
@@ -156,7 +157,7 @@ def _earlier_run(directory: Path, *, finished: bool = True) -> None:
 
 
 def test_an_earlier_run_is_refused_naming_both_ways_on(tmp_path: Path) -> None:
-    from speechft.train.faults import prepare_output_dir
+    from speechft.train.output_dir import prepare_output_dir
 
     _earlier_run(tmp_path)
     with pytest.raises(UsageError) as caught:
@@ -172,7 +173,7 @@ def test_an_earlier_run_is_refused_naming_both_ways_on(tmp_path: Path) -> None:
 
 
 def test_resume_auto_keeps_the_run_and_overwrite_removes_only_what_speechft_wrote(tmp_path: Path) -> None:
-    from speechft.train.faults import prepare_output_dir
+    from speechft.train.output_dir import prepare_output_dir
 
     run = tmp_path / "run"
     _earlier_run(run)
@@ -192,7 +193,7 @@ def test_resume_auto_keeps_the_run_and_overwrite_removes_only_what_speechft_wrot
 
 
 def test_logs_of_a_run_that_never_checkpointed_are_cleared_not_appended_to(tmp_path: Path) -> None:
-    from speechft.train.faults import prepare_output_dir
+    from speechft.train.output_dir import prepare_output_dir
 
     (tmp_path / "metrics.jsonl").write_text('{"kind": "data"}\n', encoding="utf-8")
     (tmp_path / "skipped.jsonl").write_text('{"key": "a"}\n', encoding="utf-8")
@@ -215,14 +216,34 @@ def test_the_launcher_refuses_before_starting_any_rank(tmp_path: Path, runner) -
     assert "starting 2 rank(s)" not in result.output and time.monotonic() - started < 30
 
 
-def test_ranks_carry_the_launchers_decision() -> None:
-    from speechft.train.entry import worker_arguments
+def test_ranks_carry_the_launchers_decision(tmp_path: Path) -> None:
+    from speechft.data.manifest import TrainSource
+    from speechft.train.distributed import World
+    from speechft.train.loop import share_run
+    from speechft.train.run_dir import RESOLVED_CONFIG, read_run, settled, write_run
 
-    arguments = worker_arguments(
-        profile="p.yaml", model_dir=Path("m"), train_files=["t.jsonl"], extra=[], output_dir=Path("run"), val=None, resume="off",
-        allow_missing=False, show_progress=False, output_dir_checked=True,
-    )
-    assert "--output-dir-checked" in arguments and "--overwrite" not in arguments
+    run = tmp_path / "run"
+    run.mkdir()
+    launched = _request(Path("m"), Path("t.jsonl"), run, "optim.lr=3e-4", overwrite=True, resume="auto", command="speechft train --overwrite")
+    launched = replace(launched, train=(TrainSource(Path("t.jsonl")), TrainSource(Path("g.jsonl"), 0.2)), val=Path("v.jsonl"), allow_missing=True)
+    write_run(settled(launched))
+    request = read_run(run)
+    # What the launcher decided travels: the config, the sources and weights, a resolved resume point, the checked directory.
+    assert request.output_dir_checked and request.resume == "off" and request.overwrite
+    assert request.config == launched.config and request.train == launched.train and request.val == launched.val
+    assert (request.model_dir, request.allow_missing, request.command) == (Path("m"), True, "speechft train --overwrite")
+    assert "rerun with --profile" in (run / RESOLVED_CONFIG).read_text(encoding="utf-8")
+    # A rank given that request does not look at the directory again: an --overwrite is not repeated.
+    (run / "metrics.jsonl").write_text('{"kind": "data"}\n', encoding="utf-8")
+    assert share_run(request, World(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))) is request
+    assert (run / "metrics.jsonl").exists()
+
+
+def test_a_run_directory_without_run_json_names_the_fix(tmp_path: Path) -> None:
+    from speechft.train.run_dir import read_run
+
+    with pytest.raises(InputError, match=r"run\.json: not found.*filesystem every node sees"):
+        read_run(tmp_path)
 
 
 def test_the_resume_hint_drops_overwrite() -> None:
@@ -329,7 +350,7 @@ def _marker_rank(rank: int, store: str, directories: list[str], results: list[st
     import torch.distributed as dist
 
     from speechft.train.distributed import World
-    from speechft.train.faults import check_shared_output_dir
+    from speechft.train.output_dir import check_shared_output_dir
 
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2, timeout=timedelta(seconds=60))
     started = time.monotonic()
@@ -367,7 +388,7 @@ def test_ranks_that_share_the_output_dir_pass_and_leave_no_marker(tmp_path: Path
 @pytest.mark.distributed
 @pytest.mark.parametrize("stale", [False, True])
 def test_a_rank_that_cannot_see_rank_0s_marker_fails_within_seconds_naming_its_host(tmp_path: Path, stale: bool) -> None:
-    from speechft.train.faults import SHARED_MARKER
+    from speechft.train.output_dir import SHARED_MARKER
 
     node0, node1 = tmp_path / "node0" / "run", tmp_path / "node1" / "run"
     node0.mkdir(parents=True)
@@ -404,7 +425,7 @@ def test_two_launched_ranks_overwrite_an_earlier_run_once(tiny_dir: Path, tmp_pa
 
 def test_a_val_file_with_no_usable_utterance_is_an_error(tiny_dir: Path, tmp_path: Path) -> None:
     from speechft.model.build import load_model
-    from speechft.train.loop import prepare_data
+    from speechft.train.corpus import prepare_data
 
     train = write_jsonl(tmp_path / "train.jsonl", make_corpus(tmp_path / "wav", 3))
     val = write_jsonl(tmp_path / "val.jsonl", [_unreadable(tmp_path, "v0")])

@@ -67,7 +67,7 @@ def test_bucket_config_parses_and_rejects_unordered(tmp_path: Path) -> None:
 
 def test_bucketed_batches_have_fixed_shapes_and_the_same_loss(bundle_and_samples) -> None:
     from speechft.data.collate import collate
-    from speechft.train.loop import batch_loss_sum
+    from speechft.train.forward import batch_loss_sum
 
     bundle, samples = bundle_and_samples
     plain = collate(samples[:3])
@@ -128,7 +128,8 @@ def test_activation_checkpointing_keeps_gradients_and_is_used(tiny_dir: Path, bu
     from speechft.model.build import load_model
     from speechft.train import speed
     from speechft.data.collate import collate
-    from speechft.train.loop import apply_trainable, batch_loss_sum
+    from speechft.train.forward import batch_loss_sum
+    from speechft.train.modules import apply_trainable
 
     _, samples = bundle_and_samples
     batch = collate(samples[:3])
@@ -205,7 +206,9 @@ def test_features_are_computed_in_loader_workers(bundle_and_samples, corpus: Pat
 def test_frozen_encoder_runs_without_grad_and_optimizer_holds_trainable_only(tiny_dir: Path, bundle_and_samples, trainable, encoder_grad: bool) -> None:
     from speechft.model.build import load_model
     from speechft.data.collate import collate
-    from speechft.train.loop import apply_trainable, batch_loss_sum, make_optimizer, set_train_mode
+    from speechft.train.forward import batch_loss_sum
+    from speechft.train.modules import apply_trainable, set_train_mode
+    from speechft.train.optim import make_optimizer
 
     _, samples = bundle_and_samples
     model = load_model(tiny_dir).model
@@ -224,7 +227,8 @@ def test_frozen_encoder_runs_without_grad_and_optimizer_holds_trainable_only(tin
 @pytest.mark.slow
 def test_training_logs_throughput_and_padding(tiny_dir: Path, corpus: Path, tmp_path: Path) -> None:
     from speechft.data.manifest import TrainSource
-    from speechft.train.loop import TrainRequest, run_training
+    from speechft.train.run_dir import TrainRequest
+    from speechft.train.loop import run_training
 
     config = _config("max_steps=3", "log_every=1", "data.token_budget=400", "data.max_utterances_per_batch=2", "validation.every_steps=0", "validation.max_utterances=2", "data.speech_buckets=[32,64]")
     run_training(TrainRequest(model_dir=tiny_dir, train=(TrainSource(corpus),), output_dir=tmp_path / "run", config=config, show_progress=False))

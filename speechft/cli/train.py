@@ -14,16 +14,22 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from speechft import console
+from speechft.cli import options
 from speechft.cli.common import guarded
+from speechft.errors import TrainingError
+
+if TYPE_CHECKING:
+    from speechft.train.plan import DryRunReport
 
 
 @guarded
 def command(
-    model_dir: Annotated[Path, typer.Option("--model-dir", help="Official Fun-ASR-Nano directory (config.yaml, model.pt, Qwen3-0.6B/).")],
+    model_dir: options.ModelDir,
     train: Annotated[list[str], typer.Option("--train", help="Training jsonl from `speechft prep`; FILE:WEIGHT to weight it; repeatable.")] = [],  # noqa: B006
     extra: Annotated[Optional[list[str]], typer.Argument(help="More train files, and KEY=VALUE config overrides.", show_default=False)] = None,
     profile: Annotated[str, typer.Option("--profile", help="small-data (alias adaptor-only) | medium-data (alias encoder+adaptor) | large-data (alias full) | auto | path.yaml")] = "auto",
@@ -32,8 +38,7 @@ def command(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config, parameters, batches and memory estimate; train nothing.")] = False,
     resume: Annotated[str, typer.Option("--resume", help="off | auto (latest checkpoint in --output-dir) | path to a checkpoint folder.")] = "off",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete an earlier run's checkpoints, logs and model in --output-dir first (other files stay).")] = False,
-    output_dir_checked: Annotated[bool, typer.Option("--output-dir-checked", hidden=True, help="Set by the launcher for its ranks: --output-dir was checked before they started.")] = False,
-    allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Accept a model.pt that lacks some weights (they stay random).")] = False,
+    allow_missing: options.AllowMissing = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress display.")] = False,
     nproc_per_node: Annotated[int, typer.Option("--nproc-per-node", min=1, help="Ranks (GPUs) to start on this node through torchrun.")] = 1,
     nnodes: Annotated[int, typer.Option("--nnodes", min=1, help="Nodes taking part (run the same command on each).")] = 1,
@@ -43,8 +48,9 @@ def command(
 ) -> None:
     from speechft.train.entry import Launch
     from speechft.train.entry import train as run
+    from speechft.train.plan import DryRunReport
 
-    run(
+    outcome = run(
         profile=profile,
         model_dir=model_dir,
         train_files=train,
@@ -58,5 +64,44 @@ def command(
         launch=Launch(nproc_per_node, nnodes, node_rank, master_addr, master_port),
         command=shlex.join(["speechft", *sys.argv[1:]]),
         overwrite=overwrite,
-        output_dir_checked=output_dir_checked,
     )
+    if isinstance(outcome, DryRunReport):
+        render_dry_run(outcome)
+        if outcome.problem:
+            raise TrainingError(outcome.problem)
+
+
+def render_dry_run(report: DryRunReport) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    out = console.out
+    out.print("[bold]resolved config[/]")
+    out.print(report.config_yaml.rstrip(), markup=False)
+    table = Table(title="parameters per module", show_lines=False)
+    table.add_column("module")
+    table.add_column("trainable", justify="right")
+    table.add_column("frozen", justify="right")
+    for name in ("encoder", "adaptor", "llm", "ctc", "other"):
+        if name in report.modules:
+            count = report.modules[name]
+            table.add_row(name, f"{count.trainable:,}", f"{count.frozen:,}")
+    total_trainable = sum(c.trainable for c in report.modules.values())
+    total_frozen = sum(c.frozen for c in report.modules.values())
+    table.add_row("[bold]total[/]", f"{total_trainable:,}", f"{total_frozen:,}")
+    out.print(table)
+    out.print(f"training utterances: {report.utterances} ({report.hours:.2f} h), skipped lines: {report.skipped}, validation utterances: {report.val_utterances}")
+    out.print(f"token budget: {report.token_budget} (padded speech_length + text_length per batch)")
+    out.print(f"batches per epoch: {report.batches_per_epoch}, optimizer steps per epoch: {report.steps_per_epoch}, total steps: {report.total_steps}, warmup steps: {report.warmup_steps}")
+    out.print(f"device: {report.device}, precision: {report.precision}")
+    out.print(f"peak memory estimate: {format_bytes(report.peak_memory_bytes)} ({report.memory_note})")
+    out.print("dry run: nothing was trained")
+    out.print(escape(report.validation))
+
+
+def format_bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024:
+            return f"{count:.1f} {unit}" if unit != "B" else f"{int(count)} B"
+        count /= 1024
+    return f"{count:.1f} TiB"

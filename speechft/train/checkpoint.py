@@ -1,18 +1,16 @@
-"""Checkpoints and the output model directory.
+"""Checkpoints: save, list, prune, resume.
 
 `checkpoints/step-000400/` holds what resuming needs: the *trainable* weights (frozen ones never
-change, so they are not written again every save), optimizer, scheduler, sampler and RNG state,
-and `meta.json` with the validation scores. Every write goes to a temporary folder renamed into
-place, so a kill mid-write leaves the previous checkpoints intact. The output directory becomes a
-complete model directory: `config.yaml`, `configuration.json`, `Qwen3-0.6B/` copied from the base
-and a `model.pt` holding every weight (LLM included) of the selected checkpoint(s).
+change, so they are not written again every save), optimizer, scheduler, the training counters
+and every rank's RNG state, and `meta.json` with the validation scores. Every write goes to a
+temporary folder renamed into place, so a kill mid-write leaves the previous checkpoints intact.
+Turning the selected checkpoint(s) into the output model directory is :mod:`speechft.train.export`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import shutil
 from dataclasses import dataclass
@@ -20,14 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from speechft.errors import InputError, TrainingError
-from speechft.model.build import CONFIG_FILE, CONFIGURATION_FILE, LLM_FOLDER, WEIGHTS_FILE
+from speechft.io import atomic
+from speechft.train import distributed as dist_tools
 
 CHECKPOINTS = "checkpoints"
 TRAINABLE_FILE = "trainable.pt"
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
-# Small files of the base directory the output needs besides config, weights and LLM folder.
-EXTRA_MODEL_FILES = ("multilingual.tiktoken", "am.mvn")
 
 
 @dataclass(frozen=True)
@@ -70,22 +67,18 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 def trainable_state(model: Any) -> dict[str, Any]:
     """Copies (on CPU) of the parameters that train."""
     return {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters() if p.requires_grad}
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        descriptor = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
 
 
 def training_snapshot(model: Any, forward_module: Any, optimizer: Any, world: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -129,7 +122,6 @@ def save_checkpoint(
     optimizer_state: dict[str, Any],
     scheduler: Any,
     train_state: dict[str, Any],
-    sampler_state: dict[str, Any],
     rng_states: list[dict[str, Any]],
     optimizer_format: str,
     world_size: int,
@@ -140,49 +132,68 @@ def save_checkpoint(
 
     Called on rank 0 only. Weights with a NaN or infinity are refused: a poisoned checkpoint would
     become the run's model. A failed write (disk full) removes the partial folder and leaves every
-    earlier checkpoint as it was.
+    earlier checkpoint as it was; the same step written again (the end of training right after a
+    periodic save) replaces the earlier folder whole.
     """
     import torch
 
     if not all_finite(weights):
         raise TrainingError(f"step {step}: the weights hold NaN or infinite values; no checkpoint written (the last good one stays)")
-    root = run_dir / CHECKPOINTS
-    final = root / checkpoint_name(step)
-    temporary = root / f".tmp-{checkpoint_name(step)}"
+    final = run_dir / CHECKPOINTS / checkpoint_name(step)
+    state = {
+        "optimizer": optimizer_state,
+        "optimizer_format": optimizer_format,
+        "scheduler": scheduler.state_dict(),
+        "train_state": train_state,
+        "rng": rng_states,
+        "world_size": world_size,
+    }
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        if temporary.exists():
-            shutil.rmtree(temporary)
-        temporary.mkdir()
-        torch.save(weights, temporary / TRAINABLE_FILE)
-        torch.save(
-            {
-                "optimizer": optimizer_state,
-                "optimizer_format": optimizer_format,
-                "scheduler": scheduler.state_dict(),
-                "train_state": train_state,
-                "sampler": sampler_state,
-                "rng": rng_states,
-                "world_size": world_size,
-            },
-            temporary / STATE_FILE,
-        )
-        meta = {"step": step, "val_cer": val_cer, "val_loss": val_loss}
-        (temporary / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        _fsync_dir(temporary)
+        with atomic.atomic_directory(final) as temporary:
+            torch.save(weights, temporary / TRAINABLE_FILE)
+            torch.save(state, temporary / STATE_FILE)
+            meta = {"step": step, "val_cer": val_cer, "val_loss": val_loss}
+            (temporary / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     except OSError as error:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise TrainingError(f"{temporary}: cannot write checkpoint ({error.strerror or error}); earlier checkpoints are intact") from None
-    if final.exists():
-        # Same step written again (e.g. the end of training right after a periodic save).
-        stale = root / f".old-{checkpoint_name(step)}"
-        final.rename(stale)
-        temporary.rename(final)
-        shutil.rmtree(stale)
-    else:
-        temporary.rename(final)
-    _fsync_dir(root)
+        where = final.with_name(atomic.TEMP_PREFIX + final.name)
+        raise TrainingError(f"{where}: cannot write checkpoint ({error.strerror or error}); earlier checkpoints are intact") from None
     return CheckpointInfo(final, step, val_cer, val_loss)
+
+
+def save_training_checkpoint(
+    run_dir: Path,
+    step: int,
+    *,
+    model: Any,
+    forward_module: Any,
+    optimizer: Any,
+    scheduler: Any,
+    world: dist_tools.World,
+    train_state: dict[str, Any],
+    keep_last: int,
+    keep_best: int,
+    val_cer: float | None,
+    val_loss: float | None,
+) -> None:
+    """Every rank: gather what a checkpoint holds (FSDP shards, each rank's RNG); rank 0 writes it and prunes."""
+    weights, optimizer_state = training_snapshot(model, forward_module, optimizer, world)
+    rng_states = dist_tools.gather_to_main(world, rng_state())
+    if not world.is_main:
+        return
+    save_checkpoint(
+        run_dir,
+        step,
+        weights=weights,
+        optimizer_state=optimizer_state,
+        scheduler=scheduler,
+        train_state=train_state,
+        rng_states=rng_states,
+        optimizer_format=optimizer_format_for(world),
+        world_size=world.world_size,
+        val_cer=val_cer,
+        val_loss=val_loss,
+    )
+    prune_checkpoints(run_dir, keep_last=keep_last, keep_best=keep_best)
 
 
 def list_checkpoints(run_dir: Path) -> list[CheckpointInfo]:
@@ -214,54 +225,6 @@ def prune_checkpoints(run_dir: Path, *, keep_last: int, keep_best: int) -> list[
             shutil.rmtree(checkpoint.path)
             removed.append(checkpoint.path)
     return removed
-
-
-def selected_checkpoints(run_dir: Path, select: str) -> list[CheckpointInfo]:
-    """The checkpoint(s) `select` (best | last | avg:K) names."""
-    checkpoints = list_checkpoints(run_dir)
-    if not checkpoints:
-        raise InputError(f"{run_dir / CHECKPOINTS}: no checkpoints to select from")
-    if select == "last":
-        return [checkpoints[-1]]
-    count = int(select.split(":")[1]) if select.startswith("avg:") else 1
-    return best_checkpoints(checkpoints, count)
-
-
-def selected_weights(run_dir: Path, select: str) -> tuple[dict[str, Any], list[CheckpointInfo]]:
-    """Trainable weights of the selection; `avg:K` averages the K best element-wise.
-
-    Each tensor is divided by the number of checkpoints holding it, and checkpoints that hold
-    different weights (written by runs that trained different modules) are an error rather than an
-    average of unlike things.
-    """
-    import torch
-
-    chosen = selected_checkpoints(run_dir, select)
-    total: dict[str, Any] = {}
-    holders: dict[str, int] = {}
-    first_keys: set[str] | None = None
-    for info in chosen:
-        state = torch.load(info.path / TRAINABLE_FILE, map_location="cpu", weights_only=True)
-        if first_keys is None:
-            first_keys = set(state)
-        elif set(state) != first_keys:
-            raise TrainingError(_key_mismatch(chosen[0], first_keys, info, set(state), select))
-        for name, tensor in state.items():
-            total[name] = total.get(name, 0) + tensor.to(torch.float64)
-            holders[name] = holders.get(name, 0) + 1
-    averaged = {name: (tensor / holders[name]).to(torch.float32) for name, tensor in total.items()}
-    return averaged, chosen
-
-
-def _key_mismatch(first: CheckpointInfo, first_keys: set[str], other: CheckpointInfo, other_keys: set[str], select: str) -> str:
-    only_first = sorted(first_keys - other_keys)
-    only_other = sorted(other_keys - first_keys)
-    parts = [f"only in {info.path.name}: {', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''} ({len(keys)})" for info, keys in ((first, only_first), (other, only_other)) if keys]
-    return (
-        f"checkpoint.select {select}: {first.path} and {other.path} hold different weights ({'; '.join(parts)}); "
-        "they were written by runs that trained different modules. Average checkpoints of one run only: "
-        "remove the foreign ones, or use checkpoint.select=best or last"
-    )
 
 
 def load_checkpoint(path: Path, *, model: Any) -> dict[str, Any]:
@@ -320,78 +283,33 @@ def optimizer_format_for(world: Any) -> str:
     return "by_name" if world.sharded else "positional"
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    import torch
-
-    temporary = path.with_name(f".tmp-{path.name}")
-    torch.save(obj, temporary)
-    os.replace(temporary, path)
-
-
-def write_model_dir(output_dir: Path, base_dir: Path, full_state: dict[str, Any]) -> Path:
-    """Make `output_dir` a model directory loadable by speechft and funasr.AutoModel."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    for name in (CONFIG_FILE, CONFIGURATION_FILE, *EXTRA_MODEL_FILES):
-        if (base_dir / name).exists():
-            shutil.copy2(base_dir / name, output_dir / name)
-    if (base_dir / LLM_FOLDER).is_dir():
-        target = output_dir / LLM_FOLDER
-        temporary = output_dir / f".tmp-{LLM_FOLDER}"
-        if temporary.exists():
-            shutil.rmtree(temporary)
-        # Config and tokenizer files only: the weights live in model.pt.
-        shutil.copytree(base_dir / LLM_FOLDER, temporary, ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "*.pt"))
-        if target.exists():
-            shutil.rmtree(target)
-        temporary.rename(target)
-    _atomic_torch_save(full_state, output_dir / WEIGHTS_FILE)
-    return output_dir / WEIGHTS_FILE
+def resume_point(run_dir: Path, resume: str) -> Path | None:
+    """The checkpoint folder `--resume` names: none for `off`, the latest in `run_dir` for `auto` (none
+    when there is none yet), else the path, which must be a checkpoint folder."""
+    if resume == "off":
+        return None
+    if resume == "auto":
+        found = list_checkpoints(run_dir)
+        return found[-1].path if found else None
+    path = Path(resume)
+    if not (path / STATE_FILE).exists():
+        raise InputError(f"--resume {path}: not a checkpoint folder (no {STATE_FILE})")
+    return path
 
 
-def tied_aliases(model: Any) -> dict[str, str]:
-    """Parameter names that share their tensor with an earlier one, mapped to that one.
-
-    Qwen3-0.6B ties `lm_head.weight` to `embed_tokens.weight`: `named_parameters()` (and so the
-    optimizer and checkpoints) sees only the first, while a state dict holds both names.
-    """
-    first: dict[int, str] = {}
-    aliases: dict[str, str] = {}
-    for name, parameter in model.named_parameters(remove_duplicate=False):
-        owner = first.setdefault(id(parameter), name)
-        if owner != name:
-            aliases[name] = owner
-    return aliases
-
-
-def export_state(
-    model: Any, base_state: dict[str, Any], trained: dict[str, Any], whole: dict[str, Any] | None = None, *, llm_dtype: Any = None
-) -> dict[str, Any]:
-    """The fine-tuned `model.pt`: every tensor of the base file exactly as it was stored there
-    (bit for bit, dtype included), except the trained ones. Trained encoder and adaptor tensors are
-    stored in fp32 (funasr runs them in fp32; small fine-tuning updates would round away in bf16);
-    trained LLM tensors in `llm_dtype` (`llm_conf.llm_dtype`, bf16 in the release), the precision
-    funasr.AutoModel holds the LLM in, so both stacks decode the very same weights. A name tied to
-    a trained parameter (Qwen3's `lm_head`) gets the same trained value, so `best`/`avg:K`
-    selections reach it too.
-
-    Keys the model has and the base file lacks (a load with --allow-missing) come from `whole`
-    (gathered FSDP weights) or the model; nothing else is added, so a base file without a CTC head
-    gives an output without one.
-    """
-    import torch
-
-    whole = whole or {}
-    aliases = tied_aliases(model)
-    model_state = model.state_dict()
-    exported: dict[str, Any] = {}
-    for name in [*base_state, *(key for key in model_state if key not in base_state)]:
-        source = aliases.get(name, name)
-        if source in trained:
-            dtype = llm_dtype if llm_dtype is not None and name.startswith("llm.") else torch.float32
-            value = trained[source].detach().to("cpu", dtype)
-        elif name in base_state:
-            value = base_state[name]
-        else:
-            value = whole.get(name, model_state[name]).detach().to("cpu")
-        exported[name] = value.contiguous().clone()
-    return exported
+def resume_training(path: Path, *, model: Any, forward_module: Any, optimizer: Any, scheduler: Any, world: dist_tools.World) -> dict[str, Any]:
+    """Every rank: weights, optimizer, scheduler and this rank's RNG state from a checkpoint; returns
+    the saved training counters."""
+    saved = restore_training(path, model=model, forward_module=forward_module, optimizer=optimizer, scheduler=scheduler, world=world)
+    counters = saved["train_state"]
+    rng_states = saved["rng"] if isinstance(saved["rng"], list) else [saved["rng"]]
+    if len(rng_states) == world.world_size:
+        restore_rng_state(rng_states[world.rank])
+    elif counters.get("batch_in_epoch"):
+        raise InputError(
+            f"{path}: written by {len(rng_states)} rank(s) in the middle of an epoch; resume it on {len(rng_states)} rank(s) "
+            "(each rank's place in the epoch depends on the number of ranks)"
+        )
+    else:
+        seed_everything(counters["step"] * 1009 + world.rank)  # a new world size: fresh per-rank streams
+    return counters

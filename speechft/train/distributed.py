@@ -3,8 +3,9 @@
 The distributed state is one small value, :class:`World` (rank, local rank, world size, device),
 built by :func:`world_session` from the variables torchrun sets and torn down in its `finally`.
 Without those variables the same code runs as a world of one, so the training loop has a single
-path. `speechft train --nproc-per-node N` starts torchrun itself (:func:`torchrun_command`); a run
-already started by torchrun or a scheduler simply joins.
+path. `speechft train --nproc-per-node N` starts torchrun itself (:func:`torchrun_command`) with a
+worker per rank that reads the run directory; a `speechft train` already started by torchrun or a
+scheduler simply joins.
 
 Modules:
 - DDP wraps only the modules that can train (encoder, adaptor, LLM); the CTC head is not part of
@@ -29,8 +30,6 @@ from typing import Any
 from speechft.errors import ConfigError, TrainingError
 
 STRATEGIES = ("ddp", "fsdp")
-# Set by the launcher so workers can print the command the user typed, not torchrun's.
-COMMAND_VARIABLE = "SPEECHFT_COMMAND"
 ALIVE_PREFIX = "speechft/alive/"
 
 
@@ -261,9 +260,9 @@ def free_port() -> int:
 
 
 def torchrun_command(
-    worker_arguments: Sequence[str], *, nproc_per_node: int, nnodes: int, node_rank: int, master_addr: str, master_port: int
+    program: Sequence[str], *, nproc_per_node: int, nnodes: int, node_rank: int, master_addr: str, master_port: int
 ) -> list[str]:
-    """`python -m torch.distributed.run ... -m speechft <worker_arguments>`: torchrun's own static rendezvous."""
+    """`python -m torch.distributed.run ... <program>` (e.g. `-m module RUN_DIR`): torchrun's own static rendezvous."""
     return [
         sys.executable,
         "-m",
@@ -273,13 +272,11 @@ def torchrun_command(
         f"--node-rank={node_rank}",
         f"--master-addr={master_addr}",
         f"--master-port={master_port}",
-        "-m",
-        "speechft",
-        *worker_arguments,
+        *program,
     ]
 
 
-def launch(command: Sequence[str], user_command: str) -> int:
+def launch(command: Sequence[str]) -> int:
     """Run torchrun and wait for it; return its exit code.
 
     Ctrl-C reaches every process of the terminal's group, workers included, so this process
@@ -289,8 +286,7 @@ def launch(command: Sequence[str], user_command: str) -> int:
     import signal
     import subprocess
 
-    environment = dict(os.environ, **{COMMAND_VARIABLE: user_command})
-    process = subprocess.Popen(list(command), env=environment)
+    process = subprocess.Popen(list(command))
 
     def forward(signal_number: int, _frame: Any) -> None:
         if signal_number == signal.SIGTERM:

@@ -1,51 +1,36 @@
 """What a long run must survive, and what must stop it rather than let it go silently wrong.
 
 - :class:`GracefulStop` turns SIGINT/SIGTERM into a flag the loop reads between steps, so the
-  current step finishes and a checkpoint is written before the process exits.
-- :func:`check_output_dir` and :func:`check_free_space` fail before training starts, not hours
-  later at the first checkpoint.
-- :func:`prepare_output_dir` refuses an output directory that holds an earlier run (its
-  checkpoints would be ranked and averaged with the new ones) unless asked to resume it or to
-  overwrite it, and :func:`check_shared_output_dir` proves every rank sees the same directory.
-- :func:`skip_problem` words the stop of a run that skipped too much of its data.
+  current step finishes and a checkpoint is written before the process exits;
+  :func:`resume_command` is the command that continues such a run.
+- Skipped data: every unusable line or sample is recorded in `skipped.jsonl` with its reason
+  (:func:`record_skips`, :func:`note_skips`), and a run that skipped more than
+  `data.max_skip_fraction` of its utterances stops (:func:`skip_problem` words why).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import secrets
 import shlex
-import shutil
 import signal
-import socket
-import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from speechft.errors import TrainingError, UsageError
-from speechft.model.build import CONFIG_FILE, CONFIGURATION_FILE, LLM_FOLDER, WEIGHTS_FILE
-from speechft.train.checkpoint import CHECKPOINTS, EXTRA_MODEL_FILES, list_checkpoints
+from rich.markup import escape
+
+from speechft import console
+from speechft.data.manifest import Skip
+from speechft.errors import TrainingError
+from speechft.train import distributed as dist_tools
+from speechft.train.checkpoint import list_checkpoints
+from speechft.train.corpus import TrainData
+from speechft.train.run_dir import SKIPPED_FILE
+from speechft.train.state import Run, TrainState
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-# What a run writes into its output directory.
-RESOLVED_CONFIG = "train_config.yaml"
-METRICS_FILE = "metrics.jsonl"
-STOPPED_FILE = "stopped.json"
-SKIPPED_FILE = "skipped.jsonl"
-PROMPT_FILE = "prompt.json"
-SUMMARY_FILE = "train_summary.json"
-CURVES_FILE = "curves.png"
-TENSORBOARD_FOLDER = "tensorboard"
-SHARED_MARKER = ".speechft-shared-check"
-# Logs that describe one run: a new run must not append to an earlier one's.
-RUN_LOGS = (METRICS_FILE, SKIPPED_FILE, STOPPED_FILE, SUMMARY_FILE, CURVES_FILE, TENSORBOARD_FOLDER)
-# The resolved config is not listed: every run rewrites it first, and it may be the --profile in use.
-RUN_OUTPUTS = (CHECKPOINTS, *RUN_LOGS, WEIGHTS_FILE, CONFIG_FILE, CONFIGURATION_FILE, LLM_FOLDER, PROMPT_FILE, *EXTRA_MODEL_FILES)
 
 
 class GracefulStop:
@@ -94,205 +79,6 @@ def resume_command(command: str) -> str:
             continue
         kept.append(word)
     return shlex.join([*kept, "--resume", "auto"])
-
-
-def check_output_dir(output_dir: Path) -> None:
-    """Create `output_dir` and prove a file can be written there, or say what is wrong."""
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise TrainingError(f"--output-dir {output_dir}: cannot create it ({error.strerror or error})") from None
-    probe = output_dir / f".write-test-{os.getpid()}"
-    try:
-        probe.write_bytes(b"speechft")
-        probe.unlink()
-    except OSError as error:
-        raise TrainingError(f"--output-dir {output_dir}: not writable ({error.strerror or error}); choose another directory or fix its permissions") from None
-
-
-def checkpoint_bytes(trainable_parameters: int) -> int:
-    """One checkpoint on disk: fp32 weights plus AdamW's two fp32 moments of what trains."""
-    return trainable_parameters * (4 + 8)
-
-
-def check_free_space(output_dir: Path, needed_bytes: int) -> None:
-    """Refuse to start when the output directory's disk cannot hold the checkpoints and model."""
-    free = shutil.disk_usage(output_dir).free
-    if free < needed_bytes:
-        raise TrainingError(
-            f"--output-dir {output_dir}: about {_gigabytes(needed_bytes)} needed for checkpoints and the model, "
-            f"{_gigabytes(free)} free; free space, lower checkpoint.keep_last, or pick another disk"
-        )
-
-
-def _gigabytes(count: int) -> str:
-    return f"{count / 1024**3:.2f} GiB"
-
-
-
-# ------------------------------------------------------------------------ an earlier run
-
-
-def earlier_run(output_dir: Path) -> list[str]:
-    """What `output_dir` holds of an earlier run that checkpointed or finished (names for a message)."""
-    found = []
-    checkpoints = [path for path in (output_dir / CHECKPOINTS).glob("step-*") if path.is_dir()]
-    if checkpoints:
-        found.append(f"{CHECKPOINTS}/ with {len(checkpoints)} checkpoint{'s' if len(checkpoints) > 1 else ''}")
-    if (output_dir / WEIGHTS_FILE).exists():
-        found.append(WEIGHTS_FILE)
-    return found
-
-
-def _resumes_in_place(output_dir: Path, resume: str) -> bool:
-    """True when `resume` continues a run whose checkpoints are in `output_dir`."""
-    if resume == "auto":
-        return bool(list_checkpoints(output_dir))
-    if resume == "off":
-        return False
-    return (output_dir / CHECKPOINTS).resolve() in Path(resume).resolve().parents
-
-
-def check_previous_run(output_dir: Path, *, resume: str, overwrite: bool, model_dir: Path | None = None) -> None:
-    """Refuse to start a new run where an earlier one left checkpoints or a model (read-only)."""
-    if model_dir is not None and output_dir.resolve() == model_dir.resolve():
-        raise UsageError(f"--output-dir {output_dir} is the --model-dir: the fine-tuned model would replace the base one; choose another directory")
-    if overwrite and resume != "off":
-        if resume == "auto" or _resumes_in_place(output_dir, resume):
-            raise UsageError(f"--overwrite deletes the run in {output_dir} that --resume {resume} would continue; pass one of them, not both")
-        return
-    if overwrite or _resumes_in_place(output_dir, resume):
-        return
-    found = earlier_run(output_dir)
-    if found:
-        raise UsageError(
-            f"--output-dir {output_dir} already holds an earlier run ({', '.join(found)}); a new run there would rank and "
-            "average its checkpoints with the old ones. Continue that run with --resume auto, or start afresh in a new "
-            "--output-dir (or add --overwrite to delete the earlier run's files first)."
-        )
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink()
-
-
-def clear_previous_run(output_dir: Path, keep: Sequence[str] = ()) -> list[str]:
-    """--overwrite: delete what speechft wrote in `output_dir` except `keep` (caches); leave
-    everything else. Returns notes for the user."""
-    if not output_dir.is_dir():
-        return []
-    entries = sorted(output_dir.iterdir())
-    ours = [path for path in entries if path.name in RUN_OUTPUTS or path.name.startswith((".tmp-", ".old-", ".write-test-"))]
-    for path in ours:
-        _remove(path)
-    notes = [f"--overwrite: removed {', '.join(path.name for path in ours)} from {output_dir}"] if ours else []
-    others = [path.name for path in entries if path not in ours and path.name not in (RESOLVED_CONFIG, SHARED_MARKER, *keep)]
-    if others:
-        more = f" and {len(others) - 5} more" if len(others) > 5 else ""
-        notes.append(f"--overwrite: kept {len(others)} file(s) speechft did not write: {', '.join(others[:5])}{more}")
-    return notes
-
-
-def clear_run_logs(output_dir: Path) -> list[str]:
-    """A fresh run starts its own logs: those of an earlier run that wrote no checkpoint go."""
-    stale = [output_dir / name for name in RUN_LOGS if (output_dir / name).exists()]
-    for path in stale:
-        _remove(path)
-    if not stale:
-        return []
-    return [f"removed the logs of an earlier run that wrote no checkpoint from {output_dir} ({', '.join(path.name for path in stale)})"]
-
-
-def prepare_output_dir(
-    output_dir: Path, *, resume: str, overwrite: bool, model_dir: Path | None = None, clear: bool = True, keep: Sequence[str] = ()
-) -> list[str]:
-    """Before anything of this run is written: refuse an earlier run's directory, or clear it as asked.
-
-    With `clear` False (every node but the first of a multi-node launch) only the check runs, so
-    one node alone deletes. `keep` names entries --overwrite leaves (the URL audio cache).
-    Returns notes for the user.
-    """
-    check_previous_run(output_dir, resume=resume, overwrite=overwrite, model_dir=model_dir)
-    if not clear:
-        return []
-    if overwrite:
-        return clear_previous_run(output_dir, keep)
-    if _resumes_in_place(output_dir, resume):
-        return []
-    return clear_run_logs(output_dir)
-
-
-# ------------------------------------------------------------------- one filesystem for all
-
-
-def check_shared_output_dir(directory: Path, world: Any, *, wait_s: float = 5.0) -> None:
-    """Prove every rank sees the files rank 0 writes in `directory`, or stop every rank.
-
-    Rank 0 writes a random token into a marker file and sends the token to every rank through the
-    process group; each rank must read the same token from the file within `wait_s`. A rank on a
-    node whose `directory` is a local disk finds no marker (or a stale one) and names its host:
-    checkpoints written by rank 0 would be missing there when resuming.
-    """
-    if not world.distributed:
-        return
-    from speechft.train import distributed as dist_tools
-
-    marker = directory / SHARED_MARKER
-    problem = None
-    token = ""
-    if world.is_main:
-        token = secrets.token_hex(16)
-        try:
-            marker.write_text(token, encoding="utf-8")
-        except OSError as error:
-            problem = f"rank 0 on host {socket.gethostname()}: cannot write {marker} ({error.strerror or error})"
-    # The broadcast also orders the ranks: none looks before rank 0 has written.
-    token = dist_tools.broadcast_from_main(world, token)
-    if not world.is_main and token:
-        problem = _look_for_marker(marker, token, wait_s, world.rank)
-    try:
-        problems = [found for found in dist_tools.gather_to_main(world, problem) if found]
-        (failing,) = dist_tools.sum_across(world, [1 if problem or not token else 0])
-    finally:
-        if world.is_main:
-            marker.unlink(missing_ok=True)
-    if not failing:
-        return
-    if problem is not None:
-        raise TrainingError(problem)
-    if world.is_main:
-        raise TrainingError("; ".join(problems))
-    raise TrainingError(f"rank {world.rank}: stopping, another rank cannot see --output-dir {directory} (rank 0's message names it)")
-
-
-def _look_for_marker(marker: Path, token: str, wait_s: float, rank: int) -> str | None:
-    """None once `marker` holds `token`; otherwise, after `wait_s`, what is wrong."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            found: str | None = marker.read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
-            found = None
-        except OSError as error:
-            found = f"unreadable ({error.strerror or error})"
-        if found == token:
-            return None
-        if time.monotonic() >= deadline:
-            break
-        # Network filesystems may show a new file only after their attribute cache expires.
-        time.sleep(0.2)
-    seen = "it is not there" if found is None else "it holds another run's token" if not found.startswith("unreadable") else f"it is {found}"
-    return (
-        f"rank {rank} on host {socket.gethostname()}: the marker rank 0 wrote in --output-dir {marker.parent} is not visible "
-        f"here after {wait_s:g} s ({seen}): --output-dir must be on a filesystem every node sees (NFS, Lustre...), "
-        "not a disk local to one node"
-    )
-
-
-# -------------------------------------------------------------------------- skipped data
 
 
 def reason_kind(reason: str) -> str:
@@ -361,3 +147,54 @@ def read_skip_records(path: Path) -> list[tuple[str, str, str]]:
         if isinstance(record, dict) and record.get("split", "train") == "train":
             records.append((str(record.get("key", "")), str(record.get("reason", "")), str(record.get("where", ""))))
     return records
+
+
+def record_skips(output_dir: Path, skips: Sequence[Skip], step: int, split: str = "train") -> None:
+    """Append to skipped.jsonl; `split` is "val" for lines of the --val file (not counted against training)."""
+    if not skips:
+        return
+    with (output_dir / SKIPPED_FILE).open("a", encoding="utf-8") as handle:
+        for skip in skips:
+            handle.write(json.dumps({"key": skip.key, "reason": skip.reason, "where": skip.where, "step": step, "split": split}, ensure_ascii=False) + "\n")
+
+
+def note_skips(world: dist_tools.World, output_dir: Path, seen: Collection[str], skips: list[Skip], any_rank_skipped: bool, step: int) -> list[Skip]:
+    """This step's skipped samples from every rank that are not in `seen`: recorded and shown once
+    by rank 0, which gets them back (other ranks get an empty list)."""
+    if not any_rank_skipped:
+        return []
+    everyone = [skip for rank_skips in dist_tools.gather_to_main(world, skips) for skip in rank_skips]
+    if not world.is_main:
+        return []
+    new = [skip for skip in everyone if skip.key not in seen]
+    record_skips(output_dir, new, step)
+    for skip in new:
+        console.err.print(f"[yellow]skipped[/] {escape(skip.key)}: {escape(skip.reason)}", highlight=False)
+    return new
+
+
+def check_skips_before_training(output_dir: Path, world: dist_tools.World, data: TrainData, max_fraction: float, *, fresh: bool) -> None:
+    """Record what reading the data skipped (a fresh run only; a resumed one has it already), and
+    stop if that is already too much; every rank reads the same files, so all agree."""
+    if world.is_main and fresh:
+        record_skips(output_dir, data.skipped, 0)
+        record_skips(output_dir, data.val_skipped, 0, split="val")
+    records = [(skip.key, skip.reason, skip.where) for skip in data.skipped]
+    problem = skip_problem(records, data.corpus_utterances, max_fraction, full_list=output_dir / SKIPPED_FILE)
+    if problem:
+        raise TrainingError(problem)
+
+
+def stop_if_mostly_skipped(run: Run, state: TrainState, *, nothing_trained: str = "") -> None:
+    """During training: rank 0 judges the skipped utterances in skipped.jsonl (all ranks' skips reach
+    it); every rank stops together."""
+    world, output_dir = run.world, run.request.output_dir
+    problem = None
+    if world.is_main and (nothing_trained or state.skipped_samples):
+        problem = skip_problem(
+            read_skip_records(output_dir / SKIPPED_FILE), run.data.corpus_utterances, run.config.data.max_skip_fraction,
+            full_list=output_dir / SKIPPED_FILE, nothing_trained=nothing_trained, checkpointed=bool(list_checkpoints(output_dir)),
+        )
+    (stopping,) = dist_tools.sum_across(world, [1 if problem else 0])
+    if stopping:
+        raise TrainingError(problem or f"rank {world.rank}: stopping with rank 0, which found too many training utterances skipped (its message lists them)")

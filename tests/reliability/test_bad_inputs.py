@@ -65,7 +65,8 @@ def test_every_bad_line_is_trained_or_skipped_with_its_reason(tmp_path: Path) ->
     from speechft.train.config import load_config
     from speechft.data.manifest import TrainSource
     from speechft.profiles import profiles_dir
-    from speechft.train.loop import TrainRequest, run_training
+    from speechft.train.run_dir import TrainRequest
+    from speechft.train.loop import run_training
 
     corpus, expected = write_bad_corpus(tmp_path / "corpus")
     total = len(corpus.read_bytes().splitlines())

@@ -1,0 +1,120 @@
+"""What a run would do, without training: the dry run's report and the memory estimate.
+
+:func:`dry_run` builds the model and reads the data exactly as training would, and returns a
+:class:`DryRunReport`; the CLI renders it. :func:`plan_steps` is the one place the number of
+optimizer steps is worked out, for the dry run and the run alike.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from speechft.data.dataset import SpeechDataset
+from speechft.data.sampler import TokenBatchSampler
+from speechft.errors import InputError
+from speechft.model.build import load_model
+from speechft.train import distributed as dist_tools
+from speechft.train import faults
+from speechft.train.checkpoint import seed_everything
+from speechft.train.config import TrainConfig, dump_config
+from speechft.train.corpus import TrainData, prepare_data
+from speechft.train.modules import ModuleCount, apply_trainable, autocast_for
+from speechft.train.optim import warmup_steps_for
+from speechft.train.run_dir import TrainRequest
+
+MEMORY_NOTE = "rough: fp32 weights + fp32 grads/AdamW moments of trainable params + activations of the worst batch"
+
+
+@dataclass
+class DryRunReport:
+    config_yaml: str
+    modules: dict[str, ModuleCount]
+    utterances: int
+    hours: float
+    batches_per_epoch: int
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    token_budget: int
+    device: str
+    precision: str
+    peak_memory_bytes: int
+    memory_note: str
+    skipped: int = 0
+    val_utterances: int = 0
+    validation: str = ""  # where the validation utterances would come from, in words
+    problem: str | None = None  # reading the data already lost too much: training would stop
+
+
+def plan_steps(config: TrainConfig, data: TrainData) -> tuple[int, int, int]:
+    """(batches per epoch, optimizer steps per epoch, total steps) for this rank (all ranks agree)."""
+    batches_per_epoch = len(data.sampler.epoch_batches(0))
+    if batches_per_epoch == 0:
+        raise InputError("no training batches: check data.token_budget against the utterance lengths")
+    steps_per_epoch = math.ceil(batches_per_epoch / config.optim.grad_accum_steps)
+    total_steps = steps_per_epoch * config.max_epochs
+    if config.max_steps:
+        total_steps = min(total_steps, config.max_steps)
+    return batches_per_epoch, steps_per_epoch, total_steps
+
+
+def estimate_peak_memory(
+    model: Any, counts: dict[str, ModuleCount], sampler: TokenBatchSampler, dataset: SpeechDataset, autocast_dtype: Any, trainable: Sequence[str]
+) -> int:
+    """A rough upper estimate of peak training memory in bytes for the worst batch of epoch 0."""
+    total_parameters = sum(c.trainable + c.frozen for c in counts.values())
+    trainable_parameters = sum(c.trainable for c in counts.values())
+    # fp32 weights; fp32 gradients and two AdamW moments for what trains.
+    static = total_parameters * 4 + trainable_parameters * (4 + 8)
+    llm_config = model.llm.config
+    hidden, layers, vocab = llm_config.hidden_size, llm_config.num_hidden_layers, llm_config.vocab_size
+    encoder_dim = model.audio_encoder.output_size()
+    encoder_layers = len(model.audio_encoder.encoders) + len(model.audio_encoder.encoders0) + len(model.audio_encoder.tp_encoders)
+    activation_bytes = 2 if autocast_dtype is not None else 4
+    worst = 0
+    for batch in sampler.epoch_batches(0):
+        utterances = [dataset.utterances[i] for i in batch]
+        frames = max(u.speech_frames for u in utterances) // 6 + 1
+        llm_tokens = max(40 + u.speech_frames // 48 + 1 + u.text_tokens for u in utterances)
+        count = len(batch)
+        # Rule of thumb: ~17 stored values per hidden unit per token per layer (attention + MLP).
+        llm = count * llm_tokens * hidden * layers * 17 * activation_bytes
+        encoder = count * frames * encoder_dim * encoder_layers * 17 * activation_bytes if "encoder" in trainable else 0
+        logits = sum(u.text_tokens + 1 for u in utterances) * vocab * 4 * 3
+        worst = max(worst, llm + encoder + logits)
+    return static + worst
+
+
+def dry_run(request: TrainRequest) -> DryRunReport:
+    """Build model and data as training would; report what it would do; train nothing, write nothing."""
+    config = request.config
+    device, autocast_dtype = autocast_for(config, dist_tools.resolve_device(config.device))
+    seed_everything(config.seed)
+    bundle = load_model(request.model_dir, device=str(device), allow_missing=request.allow_missing)
+    counts = apply_trainable(bundle.model, config.trainable)
+    data = prepare_data(request, bundle)
+    batches_per_epoch, steps_per_epoch, total_steps = plan_steps(config, data)
+    peak = estimate_peak_memory(bundle.model, counts, data.sampler, data.dataset, autocast_dtype, config.trainable)
+    records = [(skip.key, skip.reason, skip.where) for skip in data.skipped]
+    return DryRunReport(
+        config_yaml=dump_config(config),
+        modules=counts,
+        utterances=len(data.dataset),
+        hours=data.hours,
+        batches_per_epoch=batches_per_epoch,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        warmup_steps=warmup_steps_for(config, total_steps),
+        token_budget=config.data.token_budget,
+        device=str(device),
+        precision="bf16 autocast" if autocast_dtype is not None else "fp32",
+        peak_memory_bytes=peak,
+        memory_note=MEMORY_NOTE,
+        skipped=len(data.skipped),
+        val_utterances=len(data.val_samples),
+        validation=data.validation,
+        problem=faults.skip_problem(records, data.corpus_utterances, config.data.max_skip_fraction),
+    )
