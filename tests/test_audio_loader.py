@@ -347,3 +347,10 @@ def test_decode_budget_must_be_positive(tmp_path: Path) -> None:
 
     with pytest.raises(UsageError, match="max-seconds-in-flight"):
         decode_items([], SlowTranscriber(AliveSeconds()), tmp_path / "hyp.txt", load_audio, DecodeOptions(max_seconds_in_flight=0))
+
+
+def test_stereo_and_other_rates_are_converted(tmp_path: Path) -> None:
+    stereo = write_tone(tmp_path / "s.wav", 0.5, 300.0, channels=2)
+    assert load_audio(str(stereo)).ndim == 1
+    slow = write_tone(tmp_path / "r.wav", 0.5, 300.0, sample_rate=8000)
+    assert len(load_audio(str(slow))) == 8000

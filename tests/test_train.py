@@ -1,4 +1,4 @@
-"""Fine-tuning the tiny model end to end on CPU: data as funasr builds it, profiles, overfitting,
+"""Fine-tuning the tiny model end to end on CPU: profiles, overfitting,
 checkpoints loadable by funasr.AutoModel, dry run, skipped samples."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from speech_fixtures import chatml_line, make_corpus, write_jsonl, write_tone
+from speech_fixtures import chatml_line, make_corpus, write_jsonl
 
 torch = pytest.importorskip("torch")
 
@@ -27,36 +27,6 @@ def _config(*overrides: str):
     from speechft.profiles import profiles_dir
 
     return load_config(profiles_dir() / "small-data.yaml", ["data.num_workers=0", *overrides])
-
-
-def test_samples_match_funasr_data_load_speech(tiny_dir: Path, corpus: tuple[Path, list[dict]]) -> None:
-    from speechft.model.build import load_model
-    from speechft.data.dataset import SpeechDataset
-    from speechft.data.manifest import read_manifest
-
-    bundle = load_model(tiny_dir)
-    path, lines = corpus
-    utterances, _ = read_manifest(path)
-    dataset = SpeechDataset(utterances, bundle.tokenizer, bundle.frontend)
-    funasr_model = bundle.model
-    for index, line in enumerate(lines[:3]):
-        contents = funasr_model.data_template(line["messages"])
-        expected = funasr_model.data_load_speech(contents, bundle.tokenizer, bundle.frontend)
-        sample = dataset[index]
-        assert sample.input_ids == expected["input_ids"][0].tolist()
-        assert sample.labels == expected["labels_ids"].tolist()
-        assert sample.audio_start == int(expected["fbank_beg"][0, 0])
-        assert sample.audio_tokens == int(expected["fake_token_len"][0, 0])
-        torch.testing.assert_close(sample.features, expected["speech"][0])
-
-
-def test_stereo_and_other_rates_are_converted(tmp_path: Path) -> None:
-    from speechft.data.audio import load_audio
-
-    stereo = write_tone(tmp_path / "s.wav", 0.5, 300.0, channels=2)
-    assert load_audio(str(stereo)).ndim == 1
-    slow = write_tone(tmp_path / "r.wav", 0.5, 300.0, sample_rate=8000)
-    assert len(load_audio(str(slow))) == 8000
 
 
 @pytest.mark.slow

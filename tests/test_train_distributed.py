@@ -1,4 +1,4 @@
-"""Several ranks: sharding without a process group, and 2 gloo ranks on CPU (torchrun on
+"""Several ranks (sharding without a process group: tests/data/test_sampler.py): 2 gloo ranks on CPU (torchrun on
 127.0.0.1) giving the same weights as one rank with the same global batch, with DDP and FSDP2."""
 
 from __future__ import annotations
@@ -11,30 +11,8 @@ from pathlib import Path
 import pytest
 
 from speech_fixtures import make_corpus, write_jsonl
-from speechft.data.sampler import TokenBatchSampler, split_for_ranks
 
 torch = pytest.importorskip("torch")
-
-
-@pytest.mark.parametrize("world_size", [1, 2, 3, 4])
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_ranks_cover_each_epoch_once_with_equal_batch_counts(world_size: int, seed: int) -> None:
-    lengths = [50 + (index * 37) % 400 for index in range(101)]
-    for epoch in range(3):
-        shards = [
-            TokenBatchSampler(lengths, token_budget=900, max_utterances=4, sort_buffer=16, seed=seed, rank=rank, world_size=world_size).epoch_batches(epoch)
-            for rank in range(world_size)
-        ]
-        assert len({len(shard) for shard in shards}) == 1, [len(shard) for shard in shards]
-        seen = sorted(index for shard in shards for batch in shard for index in batch)
-        assert seen == list(range(len(lengths)))  # disjoint and complete
-
-
-def test_split_for_ranks_only_halves_batches() -> None:
-    batches = [[0, 1, 2, 3], [4], [5, 6]]
-    split = split_for_ranks(batches, 4)
-    assert len(split) == 4 and sorted(i for b in split for i in b) == list(range(7))
-    assert split_for_ranks([[0], [1], [2]], 2) == [[0], [1], [2]]  # nothing to halve: caller drops one
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,10 @@
-"""Training speed features: fixed batch shapes, length sorting, the compile / activation
-checkpointing switches, features computed in loader workers, frozen modules without gradients,
+"""Training speed features: fixed batch shapes, the compile / activation
+checkpointing switches, frozen modules without gradients,
 and the throughput written to metrics.jsonl. Behaviour only, no timings."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -38,16 +37,6 @@ def _config(*overrides: str):
     from speechft.profiles import profiles_dir
 
     return load_config(profiles_dir() / "small-data.yaml", ["data.num_workers=0", *overrides])
-
-
-def test_bucket_size_picks_the_smallest_that_fits() -> None:
-    from speechft.data.collate import bucket_size
-
-    assert bucket_size(7, ()) == 7
-    assert bucket_size(7, (8, 16, 32)) == 8
-    assert bucket_size(8, (8, 16, 32)) == 8
-    assert bucket_size(9, (8, 16, 32)) == 16
-    assert bucket_size(40, (8, 16, 32)) == 40  # past the largest: the batch's own length
 
 
 def test_bucket_config_parses_and_rejects_unordered(tmp_path: Path) -> None:
@@ -83,43 +72,6 @@ def test_bucketed_batches_have_fixed_shapes_and_the_same_loss(bundle_and_samples
         expected = batch_loss_sum(model, plain, device, None, track_grad=False)
         actual = batch_loss_sum(model, padded, device, None, track_grad=False)
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
-
-
-def test_loader_pads_to_the_dataset_buckets(bundle_and_samples, corpus: Path) -> None:
-    from speechft.data.collate import make_loader
-    from speechft.data.dataset import SpeechDataset
-    from speechft.data.manifest import read_manifest
-    from speechft.data.sampler import TokenBatchSampler
-
-    bundle, _ = bundle_and_samples
-    utterances, _ = read_manifest(corpus)
-    dataset = SpeechDataset(utterances, bundle.tokenizer, bundle.frontend, speech_buckets=(64,), token_buckets=(128,))
-    sampler = TokenBatchSampler([u.batch_tokens for u in utterances], token_budget=400, max_utterances=2, seed=0)
-    shapes = {(tuple(b.speech.shape[1:]), b.input_ids.shape[1]) for b in make_loader(dataset, sampler, 0)}
-    assert shapes == {((64, 560), 128)}
-
-
-def test_sort_keys_order_buffers_and_the_budget_still_counts_lengths() -> None:
-    from speechft.data.manifest import Utterance
-    from speechft.data.sampler import TokenBatchSampler, token_budget_batches
-
-    def utterance(frames: int, tokens: int) -> Utterance:
-        return Utterance("k", "a.wav", "s", "p", "", "t", frames, tokens, "here")
-
-    # Same LFR frame count (ceil(frames / 6)), transcripts long and short: sorting by the sum
-    # interleaves them, sorting by (LFR frames, tokens) pairs like with like.
-    utterances = [utterance(600, 1), utterance(595, 7), utterance(599, 4), utterance(595, 10)]
-    assert len({u.sort_key[0] for u in utterances}) == 1
-    lengths = [u.batch_tokens for u in utterances]
-    by_sum = token_budget_batches([0, 1, 2, 3], lengths, token_budget=10_000, max_utterances=2, sort_buffer=4)
-    by_key = token_budget_batches([0, 1, 2, 3], lengths, token_budget=10_000, max_utterances=2, sort_buffer=4, sort_keys=[u.sort_key for u in utterances])
-    assert by_sum == [[0, 1], [2, 3]]  # transcripts of 1 and 7 tokens, then 4 and 10
-    assert by_key == [[0, 2], [1, 3]]  # 1 and 4, then 7 and 10
-    # The budget is longest x count over `lengths`, whatever the order.
-    tight = token_budget_batches([0, 1, 2, 3], lengths, token_budget=1210, max_utterances=10, sort_buffer=4, sort_keys=[u.sort_key for u in utterances])
-    assert all(max(lengths[i] for i in batch) * len(batch) <= 1210 for batch in tight)
-    sampler = TokenBatchSampler(lengths, token_budget=10_000, max_utterances=2, seed=3, sort_keys=[u.sort_key for u in utterances])
-    assert sorted(map(sorted, sampler.epoch_batches(0))) == [[0, 2], [1, 3]]
 
 
 def test_activation_checkpointing_keeps_gradients_and_is_used(tiny_dir: Path, bundle_and_samples, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -169,37 +121,6 @@ def test_compile_switch_compiles_encoder_and_llm_in_place(tiny_dir: Path) -> Non
     assert model.audio_encoder._compiled_call_impl is not None
     assert model.llm.model._compiled_call_impl is not None
     assert list(model.state_dict()) == keys  # checkpoints keep their names
-
-
-class _WhereDataset:
-    """Records which process computed each item (module level: loader workers import it)."""
-
-    def __init__(self, dataset) -> None:
-        self.dataset = dataset
-        self.speech_buckets = dataset.speech_buckets
-        self.token_buckets = dataset.token_buckets
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        sample = self.dataset[index]
-        sample.key = str(os.getpid())
-        return sample
-
-
-def test_features_are_computed_in_loader_workers(bundle_and_samples, corpus: Path) -> None:
-    from speechft.data.collate import make_loader
-    from speechft.data.dataset import SpeechDataset
-    from speechft.data.manifest import read_manifest
-    from speechft.data.sampler import TokenBatchSampler
-
-    bundle, _ = bundle_and_samples
-    utterances, _ = read_manifest(corpus)
-    dataset = _WhereDataset(SpeechDataset(utterances, bundle.tokenizer, bundle.frontend))
-    sampler = TokenBatchSampler([u.batch_tokens for u in utterances], token_budget=400, max_utterances=3, seed=0)
-    pids = {key for batch in make_loader(dataset, sampler, 1) for key in batch.keys}
-    assert pids and str(os.getpid()) not in pids
 
 
 @pytest.mark.parametrize("trainable, encoder_grad", [(("adaptor",), False), (("encoder", "adaptor"), True)])

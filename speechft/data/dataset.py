@@ -76,9 +76,9 @@ class SpeechDataset:
             waveform = audio.load_audio(utterance.audio, cache_dir=self.url_cache_dir)
         except audio.AudioError as error:
             return Skip(utterance.key, f"audio unreadable: {error.detail}", utterance.where)
-        if len(waveform) < 400:  # shorter than one 25 ms fbank window
-            return Skip(utterance.key, f"audio too short ({len(waveform)} samples)", utterance.where)
         frames = audio.fbank_frames_of(len(waveform))
+        if frames < 1:
+            return Skip(utterance.key, f"audio too short ({len(waveform)} samples)", utterance.where)
         if abs(frames - utterance.speech_frames) > SPEECH_FRAMES_TOLERANCE:
             return Skip(
                 utterance.key,

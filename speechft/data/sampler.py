@@ -133,6 +133,3 @@ class TokenBatchSampler:
 
     def __len__(self) -> int:
         return len(self.epoch_batches(self.epoch)) - self.start
-
-    def state_dict(self) -> dict[str, int]:
-        return {"seed": self.seed, "epoch": self.epoch, "start": self.start}

@@ -24,6 +24,7 @@ from typing import Literal
 
 import yaml
 
+from speechft.data.audio import MODEL_SAMPLE_RATE
 from speechft.model.build import CONFIG_FILE, CONFIGURATION_FILE, LLM_FOLDER, WEIGHTS_FILE, build_model_from_config, read_model_config
 from speechft.testing.tiny_tokenizer import build_tiny_tokenizer
 
@@ -137,7 +138,7 @@ def tiny_config(
         },
         "frontend": "WavFrontend",
         "frontend_conf": {
-            "fs": 16000,
+            "fs": MODEL_SAMPLE_RATE,
             "window": "hamming",
             "n_mels": 80,
             "frame_length": 25,
