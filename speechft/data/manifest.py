@@ -1,4 +1,4 @@
-"""The training manifest: one ChatML jsonl line per utterance (UPSTREAM.md §2), read and written here.
+"""The training manifest: one ChatML jsonl line per utterance (UPSTREAM.md §2), the format prep writes and training reads.
 
 - :func:`read_manifest` parses a jsonl into :class:`Utterance` records. A line that cannot be used
   (bad JSON, missing fields, a user turn without the `!` that marks an audio path, which upstream
