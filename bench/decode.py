@@ -39,7 +39,7 @@ PROMPT = "语音转写："
 
 
 def make_model(directory: Path) -> Path:
-    base = build_tiny_model_dir(directory / "base", **MID_SIZE)
+    base = build_tiny_model_dir(directory / "base", shape=MID_SIZE)
     return make_talkative(base, directory / "model")
 
 

@@ -263,7 +263,7 @@ def make_corpus(scratch: Path, corpus: Path | None, utterances: int) -> Path:
 def make_models(scratch: Path, sizes: list[str]) -> dict[str, Path]:
     from speechft.testing.tiny_model import MID_SIZE, QWEN3_VOCAB_SIZE, build_tiny_model_dir
 
-    shapes = {"tiny": {}, "mid": MID_SIZE, "mid-vocab": {**MID_SIZE, "llm_vocab_size": QWEN3_VOCAB_SIZE}}
+    shapes = {"tiny": {}, "mid": {"shape": MID_SIZE}, "mid-vocab": {"shape": MID_SIZE, "llm_vocab_size": QWEN3_VOCAB_SIZE}}
     return {size: build_tiny_model_dir(scratch / size, seed=0, **shapes[size]) for size in sizes}
 
 

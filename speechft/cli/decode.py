@@ -21,7 +21,7 @@ import typer
 from speechft import console
 from speechft.cli import options
 from speechft.cli.common import guarded
-from speechft.errors import InputError, UsageError
+from speechft.errors import InputError
 
 if TYPE_CHECKING:
     from speechft.decode.run import DecodeSummary
@@ -50,33 +50,16 @@ def command(
     reference: Annotated[Optional[Path], typer.Option("--ref", help="Score right away against this `key text` reference (both normalised as `speechft normalize` does).", show_default=False)] = None,
     allow_missing: options.AllowMissing = False,
 ) -> None:
-    from speechft.decode.prompt import choose_prompt, read_hotwords, read_model_prompt
-    from speechft.decode.inputs import read_jsonl_items, read_scp_items
+    from speechft.decode.inputs import read_inputs
+    from speechft.decode.prompt import read_hotwords
     from speechft.decode.run import DecodeOptions
 
-    if (scp is None) == (jsonl is None):
-        raise UsageError("give exactly one of --scp or --jsonl")
     words = read_hotwords(hotwords, hotword_file)
-    if jsonl is not None:
-        if prompt is not None or language is not None or no_itn:
-            raise UsageError("--jsonl lines carry their own prompts; --prompt/--language/--no-itn apply to --scp only")
-        items = read_jsonl_items(jsonl)
-        if words:
-            from dataclasses import replace
-
-            from speechft.decode.prompt import hotword_prefix
-
-            items = [replace(item, prompt=hotword_prefix(words) + item.prompt) for item in items]
-        console.err.print(f"decoding {len(items)} utterances from {jsonl} with their own prompts", soft_wrap=True)
-    else:
-        if not (model_dir / "config.yaml").exists():
-            raise InputError(f"{model_dir}: no config.yaml; is this a Fun-ASR-Nano model directory?")
-        choice = choose_prompt(read_model_prompt(model_dir), language=language, no_itn=no_itn, prompt=prompt, hotwords=words)
-        if choice.warning:
-            console.err.print(f"[yellow]warning:[/] {choice.warning}", soft_wrap=True)
-        assert scp is not None
-        items = read_scp_items(scp, choice.prompt)
-        console.err.print(f"decoding {len(items)} utterances with prompt {choice.prompt!r} ({choice.source})", soft_wrap=True)
+    inputs = read_inputs(model_dir, scp=scp, jsonl=jsonl, hotwords=words, language=language, no_itn=no_itn, prompt=prompt)
+    for warning in inputs.warnings:
+        console.err.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
+    items = inputs.items
+    console.err.print(f"decoding {len(items)} utterances {inputs.prompts}", soft_wrap=True)
 
     from speechft.data.audio import load_audio
     from speechft.decode.model import load_transcriber

@@ -325,6 +325,17 @@ def load_weights(model: Any, path: Path, *, allow_missing: bool = False, state: 
     return {k: v.dtype for k, v in state.items()}
 
 
+def _fit_ctc_head(config: dict[str, Any], state: dict[str, Any], weights_path: Path) -> tuple[dict[str, Any], list[str]]:
+    """The config to build, without its CTC head when the weights hold none of it; and a note saying so."""
+    if declares_ctc_head(config) and not any(is_ctc_key(name) for name in state):
+        note = (
+            f"{weights_path.name} has no CTC timestamp head (as in the Hugging Face copy of the release): "
+            "loaded without it; transcription is unaffected, timestamps are unavailable"
+        )
+        return without_ctc_head(config), [note]
+    return config, []
+
+
 def load_model(
     model_dir: str | Path,
     *,
@@ -355,13 +366,7 @@ def load_model(
     config = read_model_config(model_dir)
     llm_dir = _check_offline(config, config_path)
     state = read_state_dict(weights_path)
-    notes = []
-    if declares_ctc_head(config) and not any(is_ctc_key(name) for name in state):
-        config = without_ctc_head(config)
-        notes.append(
-            f"{weights_path.name} has no CTC timestamp head (as in the Hugging Face copy of the release): "
-            "loaded without it; transcription is unaffected, timestamps are unavailable"
-        )
+    config, notes = _fit_ctc_head(config, state, weights_path)
     model, _ = build_model_from_config(config, config_path=config_path)
     load_weights(model, weights_path, allow_missing=allow_missing, state=state)
     del state

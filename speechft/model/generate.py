@@ -84,7 +84,8 @@ def greedy_decode(
 
     `tokens_per_second` also bounds each row by its own audio length (`16 + seconds * rate`
     tokens): a model that loops on one utterance then stops there instead of holding the whole
-    batch for `max_new_tokens` steps. `system` is one system prompt for all or one per utterance. `features` (precomputed fbank+LFR tensors, one per waveform) skips the frontend. The model is
+    batch for `max_new_tokens` steps. `system` is one system prompt for all or one per utterance.
+    `features` (precomputed fbank+LFR tensors, one per waveform) skips the frontend. The model is
     used as it is (call `model.eval()` first); runs under `torch.inference_mode`, bf16 autocast on
     CUDA.
     """
@@ -94,58 +95,66 @@ def greedy_decode(
         raise ValueError("one prompt per utterance")
     if not prompts:
         return []
-    model, tokenizer, device = bundle.model, bundle.tokenizer, bundle.device
     if features is None:
         features = [compute_features(bundle.frontend, waveform) for waveform in waveforms]
-    token_counts = [features_token_count(f) for f in features]
-    speech, speech_lengths = pad_features(list(features))
     end_id = bundle.end_token_id
-    pad_id = model.llm.config.pad_token_id
+    pad_id = bundle.model.llm.config.pad_token_id
     pad_id = end_id if pad_id is None else int(pad_id)
     systems = [system] * len(prompts) if isinstance(system, str) else list(system)
-    input_ids, attention_mask, audio_starts = _left_padded_prompts(tokenizer, prompts, token_counts, systems, pad_id)
-    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+    device = bundle.device
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     with torch.inference_mode(), autocast:
-        embeds = embed_inputs(
-            model,
-            input_ids,
-            speech.to(device),
-            speech_lengths.to(device),
-            audio_starts,
-            torch.tensor(token_counts, dtype=torch.long),
-        )
-        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        cache_argument = _cache_argument(model.llm)
-        output = model.llm(
-            inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=True, logits_to_keep=1
-        )
-        past = _returned_cache(output)
-        next_tokens = output.logits[:, -1, :].argmax(-1)
-        finished = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+        output, attention_mask, position_ids = _prefill(bundle, features, prompts, systems, pad_id)
         limits = _row_limits(features, max_new_tokens, tokens_per_second).to(device)
-        generated: list[Any] = []
-        for step in range(max_new_tokens):
-            next_tokens = torch.where(finished, torch.full_like(next_tokens, pad_id), next_tokens)
-            generated.append(next_tokens)
-            finished = finished | (next_tokens == end_id) | (limits <= step + 1)
-            if bool(finished.all()):
-                break
-            attention_mask = torch.cat([attention_mask, (~finished).long()[:, None]], dim=1)
-            position_ids = position_ids[:, -1:] + 1
-            output = model.llm(
-                input_ids=next_tokens[:, None],
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                use_cache=True,
-                **{cache_argument: past},
-            )
-            past = _returned_cache(output)
-            next_tokens = output.logits[:, -1, :].argmax(-1)
-    tokens = torch.stack(generated, dim=1).tolist() if generated else [[] for _ in prompts]
+        tokens = _generate(bundle.model.llm, output, attention_mask, position_ids, limits, max_new_tokens, end_id, pad_id)
     texts = []
     for row in tokens:
         if end_id in row:
             row = row[: row.index(end_id)]
-        texts.append(clean_text(tokenizer.decode(row, skip_special_tokens=True)))
+        texts.append(clean_text(bundle.tokenizer.decode(row, skip_special_tokens=True)))
     return texts
+
+
+def _prefill(bundle: ModelBundle, features: Sequence[Any], prompts: Sequence[str], systems: Sequence[str], pad_id: int) -> tuple[Any, Any, Any]:
+    """Run the prompts with their audio through the LLM once: (output with the cache, attention mask, position ids)."""
+    import torch
+
+    model, device = bundle.model, bundle.device
+    token_counts = [features_token_count(f) for f in features]
+    speech, speech_lengths = pad_features(list(features))
+    input_ids, attention_mask, audio_starts = _left_padded_prompts(bundle.tokenizer, prompts, token_counts, systems, pad_id)
+    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+    embeds = embed_inputs(
+        model,
+        input_ids,
+        speech.to(device),
+        speech_lengths.to(device),
+        audio_starts,
+        torch.tensor(token_counts, dtype=torch.long),
+    )
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    output = model.llm(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=True, logits_to_keep=1)
+    return output, attention_mask, position_ids
+
+
+def _generate(llm: Any, output: Any, attention_mask: Any, position_ids: Any, limits: Any, max_new_tokens: int, end_id: int, pad_id: int) -> list[list[int]]:
+    """Greedy steps after the prefill until every row has ended or hit its limit; token ids per row."""
+    import torch
+
+    cache_argument = _cache_argument(llm)
+    past = _returned_cache(output)
+    next_tokens = output.logits[:, -1, :].argmax(-1)
+    finished = torch.zeros(len(next_tokens), dtype=torch.bool, device=next_tokens.device)
+    generated: list[Any] = []
+    for step in range(max_new_tokens):
+        next_tokens = torch.where(finished, torch.full_like(next_tokens, pad_id), next_tokens)
+        generated.append(next_tokens)
+        finished = finished | (next_tokens == end_id) | (limits <= step + 1)
+        if bool(finished.all()):
+            break
+        attention_mask = torch.cat([attention_mask, (~finished).long()[:, None]], dim=1)
+        position_ids = position_ids[:, -1:] + 1
+        output = llm(input_ids=next_tokens[:, None], attention_mask=attention_mask, position_ids=position_ids, use_cache=True, **{cache_argument: past})
+        past = _returned_cache(output)
+        next_tokens = output.logits[:, -1, :].argmax(-1)
+    return torch.stack(generated, dim=1).tolist() if generated else [[] for _ in range(len(next_tokens))]

@@ -17,8 +17,10 @@ weights, `"huggingface"` leaves them out (config unchanged), as the two copies d
 from __future__ import annotations
 
 import base64
+import copy
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -48,9 +50,32 @@ DEFAULT_CORPUS = (
 )
 
 
+@dataclass(frozen=True)
+class TinyShape:
+    """The dimensions of a tiny Fun-ASR-Nano; the defaults make a 0.9 M-parameter model that trains in seconds on CPU."""
+
+    encoder_dim: int = 96
+    encoder_heads: int = 4
+    encoder_linear_units: int = 192
+    encoder_blocks: int = 3
+    encoder_tp_blocks: int = 1
+    adaptor_ffn_dim: int = 192
+    adaptor_layers: int = 1
+    adaptor_heads: int = 4
+    llm_hidden: int = 96
+    llm_layers: int = 2
+    llm_heads: int = 4
+    llm_kv_heads: int = 2
+    llm_head_dim: int = 24
+    llm_intermediate: int = 192
+    ctc_layers: int = 1
+    """Transformer layers of the CTC head (release layouts only)."""
+    ctc_ffn_dim: int = 192
+
+
 # The "mid-size" model the benchmarks use (encoder 256-dim x 6 blocks, LLM 512 hidden x 4 layers,
-# about 24 M parameters): `build_tiny_model_dir(path, **MID_SIZE)`.
-MID_SIZE = dict(
+# about 24 M parameters): `build_tiny_model_dir(path, shape=MID_SIZE)`.
+MID_SIZE = TinyShape(
     encoder_dim=256,
     encoder_heads=4,
     encoder_linear_units=1024,
@@ -77,18 +102,75 @@ CTC_TOKENIZER_FILE = "multilingual.tiktoken"
 CTC_NUM_LANGUAGES = 8749
 
 
-def tiny_config(
-    *,
-    encoder_dim: int,
-    encoder_heads: int,
-    encoder_linear_units: int,
-    encoder_blocks: int,
-    encoder_tp_blocks: int,
-    adaptor_ffn_dim: int,
-    adaptor_layers: int,
-    adaptor_heads: int,
-    llm_hidden: int,
-) -> dict:
+# The released frontend (UPSTREAM.md §1), with dither 0 so features are deterministic.
+_FRONTEND_CONF = {
+    "fs": MODEL_SAMPLE_RATE,
+    "window": "hamming",
+    "n_mels": 80,
+    "frame_length": 25,
+    "frame_shift": 10,
+    "lfr_m": 7,
+    "lfr_n": 6,
+    "dither": 0.0,
+    "cmvn_file": None,
+}
+# The released file's recipe sections (UPSTREAM.md §3), which speechft reads but does not train by.
+_RECIPE_SECTIONS = {
+    "train_conf": {
+        "accum_grad": 1,
+        "grad_clip": 5,
+        "max_epoch": 50,
+        "keep_nbest_models": 20,
+        "avg_nbest_model": 10,
+        "log_interval": 100,
+        "validate_interval": 2000,
+        "save_checkpoint_interval": 2000,
+    },
+    "optim": "adamw",
+    "optim_conf": {"lr": 5.0e-06, "weight_decay": 0.0},
+    "scheduler": "warmuplr",
+    "scheduler_conf": {"warmup_steps": 2500},
+    "dataset": "FunASR",
+    "dataset_conf": {
+        "index_ds": "FunASR",
+        "batch_sampler": "BatchSampler",
+        "batch_type": "token",
+        "batch_size": 6000,
+        "max_token_length": 3500,
+        "shuffle": True,
+        "sort_size": 1024,
+        "batch_size_sample_max": 10,
+        "num_workers": 4,
+    },
+    "tokenizer": "HuggingfaceTokenizer",
+    "tokenizer_conf": {"init_param_path": "${llm_conf.init_param_path}"},
+}
+
+
+def _encoder_conf(shape: TinyShape) -> dict:
+    """SenseVoiceEncoderSmall as released, with the shape's dimensions."""
+    return {
+        "output_size": shape.encoder_dim,
+        "attention_heads": shape.encoder_heads,
+        "linear_units": shape.encoder_linear_units,
+        "num_blocks": shape.encoder_blocks,
+        "tp_blocks": shape.encoder_tp_blocks,
+        "dropout_rate": 0.1,
+        "positional_dropout_rate": 0.1,
+        "attention_dropout_rate": 0.1,
+        "input_layer": "pe",
+        "pos_enc_class": "SinusoidalPositionEncoder",
+        "normalize_before": True,
+        "kernel_size": 11,
+        "sanm_shfit": 0,
+        "selfattention_layer_type": "sanm",
+        "freeze": True,
+        "freeze_layer_num": -1,
+        "feat_permute": True,
+    }
+
+
+def tiny_config(shape: TinyShape) -> dict:
     """config.yaml content: the released file's structure and settings, tiny dimensions.
 
     The adaptor stacks 8 encoder frames (`downsample_rate: 8`) so its output length equals the
@@ -98,88 +180,27 @@ def tiny_config(
         "model": "FunASRNano",
         "model_conf": {"lsm_weight": 0.1, "length_normalized_loss": True},
         "audio_encoder": "SenseVoiceEncoderSmall",
-        "audio_encoder_conf": {
-            "output_size": encoder_dim,
-            "attention_heads": encoder_heads,
-            "linear_units": encoder_linear_units,
-            "num_blocks": encoder_blocks,
-            "tp_blocks": encoder_tp_blocks,
-            "dropout_rate": 0.1,
-            "positional_dropout_rate": 0.1,
-            "attention_dropout_rate": 0.1,
-            "input_layer": "pe",
-            "pos_enc_class": "SinusoidalPositionEncoder",
-            "normalize_before": True,
-            "kernel_size": 11,
-            "sanm_shfit": 0,
-            "selfattention_layer_type": "sanm",
-            "freeze": True,
-            "freeze_layer_num": -1,
-            "feat_permute": True,
-        },
+        "audio_encoder_conf": _encoder_conf(shape),
         "llm": "Qwen3-0.6b",
-        "llm_conf": {
-            "hub": "hf",
-            "freeze": True,
-            "llm_dtype": "fp32",
-            "init_param_path": LLM_FOLDER,
-            "use_lora": False,
-        },
+        "llm_conf": {"hub": "hf", "freeze": True, "llm_dtype": "fp32", "init_param_path": LLM_FOLDER, "use_lora": False},
         "audio_adaptor": "Transformer",
         "audio_adaptor_conf": {
             "downsample_rate": 8,
             "use_low_frame_rate": True,
-            "ffn_dim": adaptor_ffn_dim,
-            "llm_dim": llm_hidden,
-            "encoder_dim": encoder_dim,
-            "n_layer": adaptor_layers,
-            "attention_heads": adaptor_heads,
+            "ffn_dim": shape.adaptor_ffn_dim,
+            "llm_dim": shape.llm_hidden,
+            "encoder_dim": shape.encoder_dim,
+            "n_layer": shape.adaptor_layers,
+            "attention_heads": shape.adaptor_heads,
             "freeze": False,
         },
         "frontend": "WavFrontend",
-        "frontend_conf": {
-            "fs": MODEL_SAMPLE_RATE,
-            "window": "hamming",
-            "n_mels": 80,
-            "frame_length": 25,
-            "frame_shift": 10,
-            "lfr_m": 7,
-            "lfr_n": 6,
-            "dither": 0.0,
-            "cmvn_file": None,
-        },
-        "train_conf": {
-            "accum_grad": 1,
-            "grad_clip": 5,
-            "max_epoch": 50,
-            "keep_nbest_models": 20,
-            "avg_nbest_model": 10,
-            "log_interval": 100,
-            "validate_interval": 2000,
-            "save_checkpoint_interval": 2000,
-        },
-        "optim": "adamw",
-        "optim_conf": {"lr": 5.0e-06, "weight_decay": 0.0},
-        "scheduler": "warmuplr",
-        "scheduler_conf": {"warmup_steps": 2500},
-        "dataset": "FunASR",
-        "dataset_conf": {
-            "index_ds": "FunASR",
-            "batch_sampler": "BatchSampler",
-            "batch_type": "token",
-            "batch_size": 6000,
-            "max_token_length": 3500,
-            "shuffle": True,
-            "sort_size": 1024,
-            "batch_size_sample_max": 10,
-            "num_workers": 4,
-        },
-        "tokenizer": "HuggingfaceTokenizer",
-        "tokenizer_conf": {"init_param_path": "${llm_conf.init_param_path}"},
+        "frontend_conf": dict(_FRONTEND_CONF),
+        **copy.deepcopy(_RECIPE_SECTIONS),
     }
 
 
-def release_config(config: dict, *, encoder_dim: int, ctc_layers: int, ctc_ffn_dim: int, ctc_vocab_size: int) -> dict:
+def release_config(config: dict, shape: TinyShape, ctc_vocab_size: int) -> dict:
     """`config` turned into the released file's settings (UPSTREAM.md §1.1): every module frozen,
     the LLM in bf16, and the CTC timestamp head with its tokenizer under `dataset_conf`.
 
@@ -201,10 +222,10 @@ def release_config(config: dict, *, encoder_dim: int, ctc_layers: int, ctc_ffn_d
     config["detach_ctc_decoder"] = True
     config["ctc_decoder_conf"] = {
         "downsample_rate": 1,
-        "ffn_dim": ctc_ffn_dim,
-        "llm_dim": encoder_dim,
-        "encoder_dim": encoder_dim,
-        "n_layer": ctc_layers,
+        "ffn_dim": shape.ctc_ffn_dim,
+        "llm_dim": shape.encoder_dim,
+        "encoder_dim": shape.encoder_dim,
+        "n_layer": shape.ctc_layers,
         "freeze": False,
     }
     config["ctc_weight"] = 1.0
@@ -228,23 +249,21 @@ def write_ctc_tiktoken(path: Path) -> int:
     return int(get_encoding(name="multilingual", num_languages=CTC_NUM_LANGUAGES, vocab_path=str(path)).n_vocab)
 
 
-def qwen3_config(
-    *, vocab_size: int, hidden: int, layers: int, heads: int, kv_heads: int, head_dim: int, intermediate: int, end_token_id: int, pad_token_id: int
-) -> dict:
+def qwen3_config(shape: TinyShape, *, vocab_size: int, end_token_id: int, pad_token_id: int) -> dict:
     """Qwen3-0.6B/config.json with tiny dimensions; `head_dim` explicit as in the real file."""
     return {
         "architectures": ["Qwen3ForCausalLM"],
         "model_type": "qwen3",
         "vocab_size": vocab_size,
-        "hidden_size": hidden,
-        "intermediate_size": intermediate,
-        "num_hidden_layers": layers,
-        "num_attention_heads": heads,
-        "num_key_value_heads": kv_heads,
-        "head_dim": head_dim,
+        "hidden_size": shape.llm_hidden,
+        "intermediate_size": shape.llm_intermediate,
+        "num_hidden_layers": shape.llm_layers,
+        "num_attention_heads": shape.llm_heads,
+        "num_key_value_heads": shape.llm_kv_heads,
+        "head_dim": shape.llm_head_dim,
         "hidden_act": "silu",
         "max_position_embeddings": 4096,
-        "max_window_layers": layers,
+        "max_window_layers": shape.llm_layers,
         "rms_norm_eps": 1e-06,
         "rope_theta": 1000000,
         "rope_scaling": None,
@@ -266,26 +285,11 @@ def build_tiny_model_dir(
     path: str | Path,
     *,
     seed: int = 0,
-    encoder_dim: int = 96,
-    encoder_heads: int = 4,
-    encoder_linear_units: int = 192,
-    encoder_blocks: int = 3,
-    encoder_tp_blocks: int = 1,
-    adaptor_ffn_dim: int = 192,
-    adaptor_layers: int = 1,
-    adaptor_heads: int = 4,
-    llm_hidden: int = 96,
-    llm_layers: int = 2,
-    llm_heads: int = 4,
-    llm_kv_heads: int = 2,
-    llm_head_dim: int = 24,
-    llm_intermediate: int = 192,
+    shape: TinyShape = TinyShape(),
     tokenizer_corpus: Iterable[str] = (),
     tokenizer_vocab_size: int = 400,
     llm_vocab_size: int | None = None,
     release: Release | None = None,
-    ctc_layers: int = 1,
-    ctc_ffn_dim: int = 192,
 ) -> Path:
     """Write a tiny, randomly initialised Fun-ASR-Nano directory at `path` and return it.
 
@@ -293,53 +297,35 @@ def build_tiny_model_dir(
     digits and commands) to train the byte-level BPE. The same `seed` gives the same weights.
     `llm_vocab_size` widens the LLM's embedding and output layer past the tokenizer (as Qwen3's
     151,936 rows do past its 151,669 tokens), e.g. to measure the cost of a full-size vocabulary.
-    `release` lays the directory out as that published copy (see the module docstring), with a
-    CTC head of `ctc_layers` Transformer layers.
+    `release` lays the directory out as that published copy (see the module docstring).
     """
-    import torch
-
     directory = Path(path)
     directory.mkdir(parents=True, exist_ok=True)
+    if release is not None and release not in RELEASES:
+        raise ValueError(f"release {release!r}: use one of {', '.join(RELEASES)}")
     llm_dir = directory / LLM_FOLDER
     build_tiny_tokenizer(llm_dir, [*DEFAULT_CORPUS, *tokenizer_corpus], vocab_size=tokenizer_vocab_size)
-    vocab = json.loads((llm_dir / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
-    added = json.loads((llm_dir / "tokenizer.json").read_text(encoding="utf-8")).get("added_tokens", [])
-    ids = {token["content"]: token["id"] for token in added}
-    vocab_size = max([*vocab.values(), *ids.values()]) + 1
+    tokenizer_json = json.loads((llm_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    ids = {token["content"]: token["id"] for token in tokenizer_json.get("added_tokens", [])}
+    vocab_size = max([*tokenizer_json["model"]["vocab"].values(), *ids.values()]) + 1
     if llm_vocab_size is not None:
         if llm_vocab_size < vocab_size:
             raise ValueError(f"llm_vocab_size {llm_vocab_size} is smaller than the tokenizer's {vocab_size} ids")
         vocab_size = llm_vocab_size
-    llm_config = qwen3_config(
-        vocab_size=vocab_size,
-        hidden=llm_hidden,
-        layers=llm_layers,
-        heads=llm_heads,
-        kv_heads=llm_kv_heads,
-        head_dim=llm_head_dim,
-        intermediate=llm_intermediate,
-        end_token_id=ids["<|im_end|>"],
-        pad_token_id=ids["<|endoftext|>"],
-    )
+    llm_config = qwen3_config(shape, vocab_size=vocab_size, end_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
     (llm_dir / "config.json").write_text(json.dumps(llm_config, indent=2) + "\n", encoding="utf-8")
-    config = tiny_config(
-        encoder_dim=encoder_dim,
-        encoder_heads=encoder_heads,
-        encoder_linear_units=encoder_linear_units,
-        encoder_blocks=encoder_blocks,
-        encoder_tp_blocks=encoder_tp_blocks,
-        adaptor_ffn_dim=adaptor_ffn_dim,
-        adaptor_layers=adaptor_layers,
-        adaptor_heads=adaptor_heads,
-        llm_hidden=llm_hidden,
-    )
+    config = tiny_config(shape)
     if release is not None:
-        if release not in RELEASES:
-            raise ValueError(f"release {release!r}: use one of {', '.join(RELEASES)}")
-        ctc_vocab_size = write_ctc_tiktoken(directory / CTC_TOKENIZER_FILE)
-        config = release_config(config, encoder_dim=encoder_dim, ctc_layers=ctc_layers, ctc_ffn_dim=ctc_ffn_dim, ctc_vocab_size=ctc_vocab_size)
+        config = release_config(config, shape, write_ctc_tiktoken(directory / CTC_TOKENIZER_FILE))
     (directory / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    configuration = {
+    _write_configuration(directory, release)
+    _write_weights(directory, seed, release)
+    return directory
+
+
+def _write_configuration(directory: Path, release: Release | None) -> None:
+    """configuration.json, which maps the files funasr.AutoModel looks for."""
+    configuration: dict = {
         "framework": "pytorch",
         "task": "auto-speech-recognition",
         "model": {"type": "funasr"},
@@ -354,6 +340,12 @@ def build_tiny_model_dir(
     if release is not None:
         configuration["file_path_metas"]["dataset_conf"] = {"ctc_tokenizer_conf": {"vocab_path": CTC_TOKENIZER_FILE}}
     (directory / CONFIGURATION_FILE).write_text(json.dumps(configuration, indent=2) + "\n", encoding="utf-8")
+
+
+def _write_weights(directory: Path, seed: int, release: Release | None) -> None:
+    """model.pt: the model built from the directory's own config, seeded."""
+    import torch
+
     model, _ = build_model_from_config(read_model_config(directory), config_path=directory / CONFIG_FILE, seed=seed)
     if release is None:
         state = {name: tensor.detach().to(torch.float32).contiguous() for name, tensor in model.state_dict().items()}
@@ -366,4 +358,3 @@ def build_tiny_model_dir(
             if release == "modelscope" or not name.startswith(("ctc_decoder.", "ctc."))
         }
     torch.save(state, directory / WEIGHTS_FILE)
-    return directory

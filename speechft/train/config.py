@@ -247,6 +247,13 @@ def _convert(value: Any, kind: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise _FieldError(key, f"expected a list, got {value!r}")
         return tuple(_convert(item, item_type, f"{key}[{index}]") for index, item in enumerate(value))
+    if dataclasses.is_dataclass(kind):
+        return _build(kind, value, key)
+    return _convert_scalar(value, kind, key)
+
+
+def _convert_scalar(value: Any, kind: Any, key: str) -> Any:
+    """`value` as bool, int, float or str: YAML's own reading is only a hint (`1e-4` is a string to it)."""
     if kind is bool:
         if isinstance(value, bool):
             return value
@@ -274,8 +281,6 @@ def _convert(value: Any, kind: Any, key: str) -> Any:
         if isinstance(value, (dict, list)) or value is None:
             raise _FieldError(key, f"expected a string, got {value!r}")
         return str(value)
-    if dataclasses.is_dataclass(kind):
-        return _build(kind, value, key)
     raise _FieldError(key, f"unsupported field type {kind!r}")
 
 
@@ -375,22 +380,3 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 
 def dump_config(config: TrainConfig) -> str:
     return yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True)
-
-
-def field_docs(cls: Any = TrainConfig, prefix: str = "") -> dict[str, str]:
-    """`dotted.key -> one-line doc` from the string literal under each field (for help texts)."""
-    import ast
-    import inspect
-
-    docs: dict[str, str] = {}
-    tree = ast.parse(inspect.getsource(cls))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    for node, following in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            if isinstance(following, ast.Expr) and isinstance(getattr(following, "value", None), ast.Constant):
-                docs[prefix + node.target.id] = str(following.value.value)
-    for item in dataclasses.fields(cls):
-        kind = typing.get_type_hints(cls)[item.name]
-        if dataclasses.is_dataclass(kind):
-            docs.update(field_docs(kind, f"{prefix}{item.name}."))
-    return docs
