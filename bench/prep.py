@@ -84,7 +84,8 @@ def make_tokenizer(directory: Path) -> Path:
 
 def child_speechft(arguments: argparse.Namespace) -> None:
     sys.path.insert(0, str(REPOSITORY))
-    from speechft.data.prep import PrepOptions, prepare
+    from speechft.data.prep.options import PrepOptions
+    from speechft.data.prep.pipeline import prepare
 
     options = PrepOptions(
         scp=Path(arguments.data) / "wav.scp", text=Path(arguments.data) / "text", out=Path(arguments.out),

@@ -11,7 +11,11 @@ import pytest
 import soundfile
 
 from prep_fixtures import TOKENIZER_CORPUS, make_tokenizer, serve_directory, write_lines, write_wav
-from speechft.data.prep import PrepOptions, TooManyRejectsError, chatml_line, is_validation, prepare
+from speechft.data.manifest import chatml_line
+from speechft.data.prep.options import PrepOptions
+from speechft.data.prep.pipeline import prepare
+from speechft.data.prep.split import is_validation
+from speechft.data.prep.summary import TooManyRejectsError
 from speechft.data.prompts import PromptPolicy, read_sidecar
 from speechft.data.tokens import load_token_counter
 from speechft.errors import UsageError

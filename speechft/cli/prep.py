@@ -8,11 +8,19 @@ policy that train and decode reuse).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from speechft import console
+from speechft.cli import options
 from speechft.cli.common import guarded
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from speechft.data.prep.summary import PrepSummary
 
 
 @guarded
@@ -20,15 +28,11 @@ def command(
     scp: Annotated[Path, typer.Option("--scp", help="wav.scp: `key path-or-URL` per line.")],
     text: Annotated[Path, typer.Option("--text", help="Kaldi text: `key transcript` per line.")],
     out: Annotated[Path, typer.Option("--out", help="The training jsonl to write, e.g. data/train.jsonl.")],
-    model_dir: Annotated[
-        Optional[Path], typer.Option("--model-dir", help="Fun-ASR-Nano directory; its Qwen3-0.6B/ tokenizer is used.")
-    ] = None,
+    model_dir: options.OptionalModelDir = None,
     tokenizer: Annotated[
         Optional[Path], typer.Option("--tokenizer", help="Tokenizer directory (instead of --model-dir).")
     ] = None,
-    language: Annotated[
-        Optional[str], typer.Option("--language", help="Target language for the prompt: zh, en, ja, ko, yue or a name.")
-    ] = None,
+    language: options.Language = None,
     itn: Annotated[
         str,
         typer.Option(
@@ -38,7 +42,7 @@ def command(
         ),
     ] = "auto",
     prompt_style: Annotated[str, typer.Option("--prompt-style", help="Prompt wording: zh or en.")] = "zh",
-    prompt: Annotated[Optional[str], typer.Option("--prompt", help="Use this prompt for every line.")] = None,
+    prompt: options.Prompt = None,
     segments: Annotated[
         Optional[Path], typer.Option("--segments", help="Kaldi segments: `utt recording start end` (seconds).")
     ] = None,
@@ -65,12 +69,10 @@ def command(
     url_timeout: Annotated[float, typer.Option("--url-timeout", help="Seconds per download attempt of a URL.")] = 30.0,
     url_retries: Annotated[int, typer.Option("--url-retries", help="Extra attempts for a failing URL.")] = 2,
 ) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from speechft import console
-    from speechft.data.prep import PrepOptions, TooManyRejectsError, prepare
+    from speechft.data.prep.options import PrepOptions
+    from speechft.data.prep.pipeline import prepare
+    from speechft.data.prep.summary import TooManyRejectsError
     from speechft.data.prompts import PromptPolicy
-    from speechft.data.report import render_summary
     from speechft.errors import ConfigError, UsageError
     from speechft.model.tokenizer import tokenizer_dir_for
 
@@ -80,31 +82,14 @@ def command(
         policy = PromptPolicy(language=language, itn=itn, style=prompt_style, override=prompt)  # type: ignore[arg-type]
     except ConfigError as error:
         raise UsageError(str(error)) from None
-    options = PrepOptions(
-        scp=scp,
-        text=text,
-        out=out,
-        tokenizer_dir=tokenizer_dir_for(model_dir, tokenizer),
-        policy=policy,
-        segments=segments,
-        audio_out=audio_out,
-        val_fraction=val_fraction,
-        val_out=val_out,
-        val_seed=val_seed,
-        rejects=rejects,
-        jobs=jobs,
-        min_frames=min_frames,
-        max_frames=max_frames,
-        max_tokens=max_tokens,
-        max_reject_fraction=max_reject_fraction,
-        url_timeout_s=url_timeout,
-        url_retries=url_retries,
+    prep_options = PrepOptions(
+        scp=scp, text=text, out=out, tokenizer_dir=tokenizer_dir_for(model_dir, tokenizer), policy=policy,
+        segments=segments, audio_out=audio_out, val_fraction=val_fraction, val_out=val_out, val_seed=val_seed,
+        rejects=rejects, jobs=jobs, min_frames=min_frames, max_frames=max_frames, max_tokens=max_tokens,
+        max_reject_fraction=max_reject_fraction, url_timeout_s=url_timeout, url_retries=url_retries,
     )
     # No refresh thread: prep forks worker processes, and forking beside a running thread is unsafe.
-    progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console.err, auto_refresh=False, transient=True,
-    )
+    progress = console.progress("{task.description}", elapsed=True, remaining=False, refresh_thread=False)
     tasks: dict[str, int] = {}
 
     def report(stage: str, done: int, total: int) -> None:
@@ -115,8 +100,62 @@ def command(
 
     try:
         with progress:
-            summary = prepare(options, report)
+            summary = prepare(prep_options, report)
     except TooManyRejectsError as error:
         render_summary(error.summary, console.out)
         raise
     render_summary(summary, console.out)
+
+
+def render_summary(summary: PrepSummary, out: Console) -> None:
+    """Counts by outcome, hours, percentiles, prompts, profile and where the files went (`summary.json` holds the same)."""
+    from rich.markup import escape
+
+    out.print(_counts_table(summary))
+    if summary.duration_s is not None:
+        out.print(_spread_table(summary))
+    out.print(f"audio kept: [bold]{summary.hours:.3f} h[/] (train {summary.train_hours:.3f} h)")
+    for prompt, count in summary.prompts_used.items():
+        out.print(f"prompt {escape(repr(prompt))}: {count} training utterances")
+    out.print(f"recommended profile: [bold]{summary.recommended_profile}[/] ({escape(summary.profile_note)})")
+    for name, path in summary.outputs.items():
+        out.print(f"{name}: {escape(path)}")
+    out.print(f"tokenizer: {escape(summary.tokenizer)}; {summary.jobs} jobs; {summary.elapsed_s:.2f} s")
+
+
+def _counts_table(summary: PrepSummary) -> Table:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from speechft.data.prep.reasons import REJECT_REASONS, WARNINGS
+
+    counts = Table(title="speechft prep", title_justify="left", show_edge=False)
+    counts.add_column("utterances")
+    counts.add_column("count", justify="right")
+    counts.add_column("")
+    counts.add_row("[bold]all keys[/]", f"{summary.total_keys}", "")
+    counts.add_row("[green]kept[/]", f"{summary.kept}", f"train {summary.train}, validation {summary.validation}")
+    counts.add_row(
+        "[red]rejected[/]" if summary.rejected_total else "rejected",
+        f"{summary.rejected_total}",
+        f"{summary.reject_fraction:.2%} (limit {summary.max_reject_fraction:g})",
+    )
+    for reason, count in summary.rejected.items():
+        counts.add_row(f"  {reason}", f"{count}", REJECT_REASONS.get(reason, ""))
+    for name, count in summary.warnings.items():
+        examples = summary.warning_examples.get(name, [])
+        more = ", ..." if count > len(examples) else ""
+        counts.add_row(f"[yellow]warning[/] {name}", f"{count}", escape(f"{WARNINGS.get(name, '')}: {', '.join(examples)}{more}"))
+    return counts
+
+
+def _spread_table(summary: PrepSummary) -> Table:
+    from rich.table import Table
+
+    spread = Table(show_edge=False)
+    for column in ("kept", "p5", "p50", "p95", "max"):
+        spread.add_column(column, justify="right" if column != "kept" else "left")
+    for name, value, unit in (("duration (s)", summary.duration_s, "{:.2f}"), ("text tokens", summary.text_tokens, "{:.0f}")):
+        if value is not None:
+            spread.add_row(name, *(unit.format(number) for number in (value.p5, value.p50, value.p95, value.max)))
+    return spread

@@ -1,5 +1,6 @@
 """The training manifest: one ChatML jsonl line per utterance (UPSTREAM.md §2), the format prep writes and training reads.
 
+- :func:`chatml_line` writes one line, as prep does (byte for byte what `json.dumps` would give).
 - :func:`read_manifest` parses a jsonl into :class:`Utterance` records. A line that cannot be used
   (bad JSON, missing fields, a user turn without the `!` that marks an audio path, which upstream
   would silently train text-only) is a :class:`Skip` with its key, place and reason.
@@ -11,8 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import json.encoder
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -195,3 +197,26 @@ def hours_of(paths: Sequence[str | Path]) -> float:
         except OSError as error:
             raise InputError(f"{path}: cannot read ({error.strerror or error})") from None
     return frames / 100.0 / 3600.0
+
+
+SYSTEM_PROMPT = "You are a helpful assistant."
+_SYSTEM_JSON = json.dumps(SYSTEM_PROMPT)
+# The standard library's own string encoder, as `json.dumps(..., ensure_ascii=False)` uses it.
+_json_string: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
+
+
+def chatml_line(key: str, prompt: str, location: str, transcript: str, speech_length: int, text_length: int) -> str:
+    """One jsonl line as prep writes it: the upstream schema plus `key`; `!` marks the audio path.
+
+    Byte for byte what `json.dumps(record, ensure_ascii=False)` gives for the record
+    `{"key", "messages": [system, user, assistant], "speech_length", "text_length"}`, built from
+    pieces (only the strings encoded per line), which is several times faster at tens of
+    thousands of lines.
+    """
+    user = f"{prompt}<|startofspeech|>!{location}<|endofspeech|>"
+    return (
+        f'{{"key": {_json_string(key)}, "messages": [{{"role": "system", "content": {_SYSTEM_JSON}}}, '
+        f'{{"role": "user", "content": {_json_string(user)}}}, '
+        f'{{"role": "assistant", "content": {_json_string(transcript)}}}], '
+        f'"speech_length": {speech_length}, "text_length": {text_length}}}'
+    )
