@@ -1,4 +1,4 @@
-# speechft: `make demo` runs the whole flow on the bundled example; `make test` runs the tests.
+# speechft: `make demo` runs the whole flow on the bundled example; `make test` runs the tests; `make lint` checks style.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # torch 2.14.1 is the build that sits on these machines' disk; torchaudio 2.11 runs beside it.
 TORCH_PINS := torch==2.14.1 torchaudio==2.11.1
 
-.PHONY: setup test test-fast demo bench clean
+.PHONY: setup test test-fast lint demo bench clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,10 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow and not distributed"
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 demo: setup
 	$(BIN)/python examples/demo.py

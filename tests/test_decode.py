@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-
 from model_fixtures import make_talkative
 from speech_fixtures import write_tone
+
 from speechft.cli.app import app
 
 torch = pytest.importorskip("torch")

@@ -72,15 +72,24 @@ def _resolve(module: str, is_package: bool, node: ast.ImportFrom) -> str:
     return ".".join([*base, node.module] if node.module else base)
 
 
+def _import_time_nodes(node: ast.stmt) -> list[ast.AST]:
+    """The statements that run when the module is imported: imports, and those inside try/if blocks."""
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return [node]
+    if isinstance(node, (ast.Try, ast.If)):
+        return list(ast.walk(node))
+    return []
+
+
 def _imports(module: str, path: Path, *, module_level_only: bool) -> set[str]:
     """The `speechft` modules `module` imports (a `from pkg import name` naming a submodule counts as that submodule)."""
     known = _modules()
     tree = _tree(path)
     nodes = tree.body if module_level_only else list(ast.walk(tree))
     if module_level_only:
-        # `if TYPE_CHECKING:` blocks and try/except around imports still run at import time, except the former.
+        # Imports inside try/except or if blocks run at import time too; those under `if TYPE_CHECKING:` never run.
         nodes = [n for n in nodes if not (isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test))]
-        nodes = [inner for n in nodes for inner in ([n] if isinstance(n, (ast.Import, ast.ImportFrom)) else ast.walk(n) if isinstance(n, (ast.Try, ast.If)) else [])]
+        nodes = [inner for node in nodes for inner in _import_time_nodes(node)]
     found: set[str] = set()
     for node in nodes:
         if isinstance(node, ast.Import):

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import yaml
-
 from speech_fixtures import write_tone
 
 torch = pytest.importorskip("torch")

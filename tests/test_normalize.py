@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 from speechft.cli.app import app
 from speechft.errors import InputError
-from speechft.text.normalize import normalize_file, normalize_text
 from speechft.text.chinese import words_to_digits
 from speechft.text.chinese_numbers import cardinal_words, digit_words
+from speechft.text.normalize import normalize_file, normalize_text
 
 DATA = Path(__file__).parent / "data" / "normalize"
 CORPUS = DATA / "corpus.txt"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from speech_fixtures import write_tone
+
 from speechft.cli.app import app
 
 torch = pytest.importorskip("torch")

@@ -13,7 +13,7 @@ match it exactly.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -29,7 +29,7 @@ def command(
         typer.Argument(metavar="HYP", help="Hypothesis `key text` file(s); the first is the baseline.", show_default=False),
     ],
     output: Annotated[
-        Optional[list[Path]],
+        list[Path] | None,
         typer.Option(
             "--output",
             "-o",
@@ -39,7 +39,7 @@ def command(
         ),
     ] = None,
     json_path: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option("--json", help="Write everything as JSON: overall, per class, per utterance, "
                      "missing/extra keys, comparisons.", show_default=False),
     ] = None,

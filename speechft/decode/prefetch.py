@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from speechft.data.audio import MODEL_SAMPLE_RATE

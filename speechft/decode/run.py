@@ -34,6 +34,7 @@ from speechft.decode.segment import split_points
 from speechft.errors import UsageError
 from speechft.io import atomic
 
+
 class Transcriber(Protocol):
     """Turns a batch of 16 kHz mono waveforms and their prompts into texts, in order."""
 

@@ -47,7 +47,7 @@ def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
         close = False
     else:
         try:
-            stream = open(path, "rb")
+            stream = open(path, "rb")  # noqa: SIM115  (closed in the finally below; stdin is left open)
         except FileNotFoundError:
             raise InputError(f"{name}: file not found") from None
         except OSError as error:
@@ -105,7 +105,8 @@ def open_output(path: str | Path) -> Iterator[IO[str]]:
     target = Path(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(target, "w", encoding="utf-8", newline="\n")
+        # Opened apart from the `with` so that only a failure to open becomes the InputError below.
+        handle = open(target, "w", encoding="utf-8", newline="\n")  # noqa: SIM115
     except OSError as error:
         raise InputError(f"{target}: cannot write ({error.strerror})") from None
     with handle:

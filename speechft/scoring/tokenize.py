@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import cache
 
 # `<|zh|>`, `<|Speech|>`, `<|withitn|>`: markers some decoders leave in their output.
 TAG_PATTERN = re.compile(r"<\|[^|<>]*\|>")
@@ -147,7 +147,7 @@ def _tokenize_slow(text: str, by_character: bool) -> list[str]:
     return tokens
 
 
-@lru_cache(maxsize=None)
+@cache
 def token_class(token: str) -> str:
     """The class a token counts under: Chinese, English, Japanese, Number or Other.
 
@@ -164,7 +164,7 @@ def token_class(token: str) -> str:
     return found.pop() if len(found) == 1 else "Other"
 
 
-@lru_cache(maxsize=None)
+@cache
 def display_width(token: str) -> int:
     """Terminal columns a token takes: 2 for wide and ambiguous-width (East Asian) characters."""
     return sum(2 if unicodedata.east_asian_width(char) in ("A", "F", "W") else 1 for char in token)

@@ -215,7 +215,14 @@ def release_config(config: dict, shape: TinyShape, ctc_vocab_size: int) -> dict:
             "freeze": True,
             "llm_dtype": "bf16",
             "use_lora": False,
-            "lora_conf": {"freeze_lora": False, "task_type": "CAUSAL_LM", "r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": ["q_proj", "v_proj"]},
+            "lora_conf": {
+                "freeze_lora": False,
+                "task_type": "CAUSAL_LM",
+                "r": 16,
+                "lora_alpha": 32,
+                "lora_dropout": 0.05,
+                "target_modules": ["q_proj", "v_proj"],
+            },
         }
     )
     config["ctc_decoder"] = "Transformer"

@@ -11,7 +11,6 @@ import re
 from collections.abc import Callable
 from functools import lru_cache
 
-
 _DIGIT_WORDS = "零一二三四五六七八九"
 # Place units of the "mid" numbering system: 万 is 10^4, 亿 10^8, every larger unit 10^4 more.
 _UNITS: list[tuple[int, str]] = [(1, "十"), (2, "百"), (3, "千"), (4, "万")] + [
@@ -58,9 +57,9 @@ def cardinal_words(number: str) -> str:
             continue
         following = symbols[index + 1]
         previous = symbols[index - 1] if index > 0 else None
-        if following[0] == "unit" and following[1] != 1:
-            if previous is None or (previous[0] == "unit" and previous[1] != 1):
-                symbols[index] = ("digit", 2, "两")
+        before_big_unit = following[0] == "unit" and following[1] != 1
+        if before_big_unit and (previous is None or (previous[0] == "unit" and previous[1] != 1)):
+            symbols[index] = ("digit", 2, "两")
     words = "".join(symbol[2] for symbol in symbols)
     if words.startswith("点"):
         return "零" + words  # an all-zero integer part (`00.5`) spells as nothing

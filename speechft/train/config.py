@@ -97,13 +97,16 @@ class DataConfig:
     dither: float | None = None
     """Training dither of the fbank frontend; null keeps the model's frontend_conf (funasr's default 1.0)."""
     speech_buckets: tuple[int, ...] = ()
-    """Pad each batch's feature axis up to the smallest of these sizes (LFR frames, 60 ms each) that fits, so batches come in a few shapes a GPU or torch.compile plans once; [] pads to the longest utterance (fastest on CPU)."""
+    """Pad each batch's feature axis up to the smallest of these sizes (LFR frames, 60 ms each) that fits, so batches come
+    in a few shapes a GPU or torch.compile plans once; [] pads to the longest utterance (fastest on CPU)."""
     token_buckets: tuple[int, ...] = ()
     """The same for the LLM token axis (prompt + audio tokens + transcript); [] pads to the longest."""
     url_cache: str = "audio-cache"
-    """Keep audio of http(s) manifest lines here after the first download (relative to --output-dir; absolute to share it between runs) so later epochs read it from disk; "" downloads it every epoch."""
+    """Keep audio of http(s) manifest lines here after the first download (relative to --output-dir; absolute to share it
+    between runs) so later epochs read it from disk; "" downloads it every epoch."""
     max_skip_fraction: float = 0.05
-    """Stop the run (no model.pt) when more than this fraction of the training utterances is skipped (bad lines, lengths, unreadable audio); a run where all are skipped always stops."""
+    """Stop the run (no model.pt) when more than this fraction of the training utterances is skipped (bad lines, lengths,
+    unreadable audio); a run where all are skipped always stops."""
 
     def __post_init__(self) -> None:
         _check(self.token_budget > 0, "data.token_budget", "must be > 0")
@@ -125,7 +128,8 @@ class ValidationConfig:
     max_utterances: int = 200
     """Validate on at most this many utterances: the first ones of --val, or the held-out slice (0: no limit)."""
     held_out_fraction: float = 0.05
-    """Without --val: hold out this fraction of the training utterances for validation, chosen by a hash of the key and never trained on (at least 1 when there are 2 or more, at most max_utterances; 0: no validation)."""
+    """Without --val: hold out this fraction of the training utterances for validation, chosen by a hash of the key and
+    never trained on (at least 1 when there are 2 or more, at most max_utterances; 0: no validation)."""
     batch_size: int = 16
     """Utterances per greedy-decoding batch."""
     max_new_tokens: int = 0
@@ -183,7 +187,8 @@ class TrainConfig:
     log_every: int = 10
     """Write a metrics line every this many optimizer steps."""
     compile: bool = False
-    """torch.compile the encoder and the LLM (compiling takes minutes and every new batch shape may recompile: pair it with data.speech_buckets/token_buckets; meant for GPUs)."""
+    """torch.compile the encoder and the LLM (compiling takes minutes and every new batch shape may recompile: pair it
+    with data.speech_buckets/token_buckets; meant for GPUs)."""
     activation_checkpointing: bool = False
     """Recompute encoder and LLM layer activations during backward instead of keeping them: less memory, more compute."""
     optim: OptimConfig = field(default_factory=OptimConfig)

@@ -21,7 +21,10 @@ def _undocumented(cls: type, prefix: str = "") -> list[str]:
     documented = {
         node.target.id
         for node, following in zip(body, body[1:])
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
+        if isinstance(node, ast.AnnAssign)
+        and isinstance(node.target, ast.Name)
+        and isinstance(following, ast.Expr)
+        and isinstance(following.value, ast.Constant)
     }
     missing = []
     hints = typing.get_type_hints(cls)
