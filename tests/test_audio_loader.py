@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-
 from speech_fixtures import chatml_line, make_corpus, write_jsonl, write_tone
+
 from speechft.data import audio, containers, remote
 from speechft.data.audio import AudioError, load_audio, read_file_info, read_info
 
@@ -102,7 +102,9 @@ FALLBACK_FORMATS = [
 
 
 @pytest.mark.parametrize("name, codec, container, rate, channels, video", FALLBACK_FORMATS, ids=[f[0] for f in FALLBACK_FORMATS])
-def test_formats_libsndfile_refuses_are_read_through_ffmpeg(tmp_path: Path, name: str, codec: str, container: str, rate: int, channels: int, video: bool) -> None:
+def test_formats_libsndfile_refuses_are_read_through_ffmpeg(
+    tmp_path: Path, name: str, codec: str, container: str, rate: int, channels: int, video: bool
+) -> None:
     path = encode(tmp_path / name, codec, container, rate, 1.5, channels=channels, video=video)
     with pytest.raises(soundfile.LibsndfileError):
         soundfile.info(path)  # so the fallback is what reads it
@@ -142,9 +144,8 @@ def test_headerless_raw_pcm_is_rejected_saying_what_it_is(tmp_path: Path) -> Non
             attempt(str(raw))
         assert caught.value.reason == audio.UNREADABLE_AUDIO
         assert "headerless raw PCM" in caught.value.detail and "convert it to WAV/FLAC with its sample rate" in caught.value.detail
-    with counting_server(tmp_path) as (base, _):
-        with pytest.raises(AudioError, match="headerless raw PCM"):
-            load_audio(f"{base}/speech.raw")
+    with counting_server(tmp_path) as (base, _), pytest.raises(AudioError, match="headerless raw PCM"):
+        load_audio(f"{base}/speech.raw")
     assert audio.probe_seconds(str(raw)) is None
 
 
@@ -207,15 +208,18 @@ def test_url_cache_downloads_once_and_is_written_whole(tmp_path: Path) -> None:
 
 
 def test_dataset_reads_urls_through_the_cache_and_checks_speech_length(tiny_dir: Path, tmp_path: Path) -> None:
-    from speechft.model.build import load_model
     from speechft.data.dataset import Sample, SpeechDataset
     from speechft.data.manifest import Skip, read_manifest
+    from speechft.model.build import load_model
 
     bundle = load_model(tiny_dir)
     served = tmp_path / "served"
     lines = make_corpus(served, 2)
     with counting_server(served) as (base, counts):
-        urls = [dict(line, messages=[line["messages"][0], {"role": "user", "content": line["messages"][1]["content"].replace(str(served), base)}, line["messages"][2]]) for line in lines]
+        urls = []
+        for line in lines:
+            system, user, assistant = line["messages"]
+            urls.append(dict(line, messages=[system, {"role": "user", "content": user["content"].replace(str(served), base)}, assistant]))
         stale = dict(urls[1], key="stale", speech_length=urls[1]["speech_length"] + 40)
         close = dict(urls[1], key="close", speech_length=urls[1]["speech_length"] + 2)
         utterances, skipped = read_manifest(write_jsonl(tmp_path / "train.jsonl", [*urls, stale, close]))
@@ -247,11 +251,11 @@ def test_missing_speech_length_is_read_from_a_fallback_format(tmp_path: Path) ->
 
 @pytest.mark.slow
 def test_training_from_a_url_manifest_downloads_each_file_once(tiny_dir: Path, tmp_path: Path) -> None:
-    from speechft.train.config import load_config
     from speechft.data.manifest import TrainSource
     from speechft.profiles import profiles_dir
-    from speechft.train.run_dir import TrainRequest
+    from speechft.train.config import load_config
     from speechft.train.loop import run_training
+    from speechft.train.run_dir import TrainRequest
 
     served = tmp_path / "served"
     lines = make_corpus(served, 6)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from speech_fixtures import chatml_line, make_corpus, write_jsonl, write_tone
+
 from speechft.data.collate import bucket_size, collate, make_loader
 from speechft.data.dataset import Sample, SpeechDataset
 from speechft.data.manifest import Skip, read_manifest

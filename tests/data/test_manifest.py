@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from speech_fixtures import chatml_line, make_corpus, write_jsonl
+
 from speechft.data.manifest import TrainSource, Utterance, filter_lengths, hours_of, parse_line, read_manifest
 from speechft.errors import InputError
 
