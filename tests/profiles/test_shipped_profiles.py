@@ -8,9 +8,12 @@ from typing import Any
 
 import pytest
 import yaml
+from speech_fixtures import chatml_line, write_jsonl
 
-from speechft.profiles import PROFILE_ALIASES, PROFILES, profiles_dir
+from speechft.data.manifest import TrainSource
+from speechft.profiles import PROFILE_ALIASES, PROFILES, profile_for_hours, profiles_dir
 from speechft.train.config import TrainConfig, config_from_dict, config_to_dict, load_config
+from speechft.train.entry import resolve_profile
 
 # Each profile's resolved config as it was when the profiles still spelled out every key.
 RESOLVED = Path(__file__).resolve().parents[1] / "data" / "profiles-resolved.json"
@@ -55,3 +58,24 @@ def test_profile_header_gives_command_rule_and_alias(name: str) -> None:
     aliases = [alias for alias, target in PROFILE_ALIASES.items() if target == name]
     assert aliases and lines[2] == f"# Also reachable as --profile {aliases[0]}, the guide's name for this advice."
 
+
+def test_the_folder_holds_exactly_the_shipped_profiles() -> None:
+    # A YAML dropped into the folder but missing from PROFILES would ship untested and unreachable by name.
+    assert sorted(path.stem for path in profiles_dir().glob("*.yaml")) == sorted(PROFILES)
+
+
+def test_profiles_train_the_guides_modules() -> None:
+    assert load_config(profiles_dir() / "small-data.yaml").trainable == ("adaptor",)
+    assert load_config(profiles_dir() / "medium-data.yaml").trainable == ("encoder", "adaptor")
+    assert load_config(profiles_dir() / "large-data.yaml").trainable == ("encoder", "adaptor", "llm")
+
+
+def test_profile_auto_by_hours(tmp_path: Path) -> None:
+    assert profile_for_hours(10)[0] == "small-data"
+    assert profile_for_hours(2000)[0] == "medium-data"
+    assert profile_for_hours(7000)[0] == "medium-data"
+    assert profile_for_hours(20000)[0] == "large-data"
+    lines = [chatml_line(f"k{i}", tmp_path / "a.wav", "x") | {"speech_length": 360_000} for i in range(20)]  # 20 h
+    train = write_jsonl(tmp_path / "train.jsonl", lines)
+    path, name, why = resolve_profile("auto", [TrainSource(train)])
+    assert name == "small-data" and path.exists() and "20.0 h" in why

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from speechft.errors import ConfigError
+from speechft.profiles import profiles_dir
 from speechft.train import config as schema
-from speechft.train.config import load_config
+from speechft.train.config import dump_config, load_config
 
 
 def _undocumented(cls: type, prefix: str = "") -> list[str]:
@@ -82,3 +83,50 @@ def test_values_inside_the_set_load(setting: str) -> None:
     config = load_config(None, [setting])
     section, _, name = key.rpartition(".")
     assert getattr(getattr(config, section) if section else config, name) == value
+
+
+def test_unknown_key_names_key_and_file(tmp_path: Path) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text("optim:\n  lrate: 1e-4\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"mine\.yaml: optim\.lrate: unknown key"):
+        load_config(path)
+
+
+def test_wrong_type_names_key_and_file(tmp_path: Path) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text("max_epochs: three\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"mine\.yaml: max_epochs: expected an integer"):
+        load_config(path)
+    path.write_text("trainable: [decoder]\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"mine\.yaml: trainable\[0\]: must be one of encoder, adaptor, llm, got .decoder."):
+        load_config(path)
+
+
+def test_scientific_notation_is_a_float(tmp_path: Path) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text("optim:\n  lr: 1e-4\n", encoding="utf-8")  # PyYAML reads this as a string
+    assert load_config(path).optim.lr == pytest.approx(1e-4)
+
+
+def test_overrides_use_the_same_loader() -> None:
+    config = load_config(profiles_dir() / "small-data.yaml", ["optim.lr=3e-5", "trainable=encoder,adaptor", "data.dither=0", "checkpoint.select=avg:2"])
+    assert config.optim.lr == pytest.approx(3e-5)
+    assert config.trainable == ("encoder", "adaptor")
+    assert config.data.dither == 0.0
+    assert config.checkpoint.average_count == 2
+    failures = [
+        ("optim.lr=fast", "optim.lr: expected a number"),
+        ("nope=1", "nope: unknown key"),
+        ("max_epochs", "expected key=value"),
+        ("checkpoint.select=median", "best, last or avg:K"),
+    ]
+    for bad, message in failures:
+        with pytest.raises(ConfigError, match=message):
+            load_config(profiles_dir() / "small-data.yaml", [bad])
+
+
+def test_resolved_config_round_trips(tmp_path: Path) -> None:
+    config = load_config(profiles_dir() / "medium-data.yaml", ["max_steps=7"])
+    path = tmp_path / "resolved.yaml"
+    path.write_text(dump_config(config), encoding="utf-8")
+    assert load_config(path) == config

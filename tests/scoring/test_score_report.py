@@ -12,7 +12,7 @@ from speechft.scoring.align import Counts
 from speechft.scoring.compare import compare
 from speechft.scoring.report import read_transcripts, score_files, score_transcripts, write_compute_wer
 
-DATA = Path(__file__).parent / "data" / "score"
+DATA = Path(__file__).resolve().parents[1] / "data" / "score"
 
 
 def _report(score) -> str:

@@ -20,7 +20,7 @@ from speechft.text.chinese import words_to_digits
 from speechft.text.chinese_numbers import cardinal_words, digit_words
 from speechft.text.normalize import normalize_file, normalize_text
 
-DATA = Path(__file__).parent / "data" / "normalize"
+DATA = Path(__file__).resolve().parents[1] / "data" / "normalize"
 CORPUS = DATA / "corpus.txt"
 EXPECTED = DATA / "expected.txt"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from speechft.cli.app import app
 
-DATA = Path(__file__).parent / "data" / "score"
+DATA = Path(__file__).resolve().parents[1] / "data" / "score"
 
 
 def _write(path: Path, lines: list[str]) -> Path:
