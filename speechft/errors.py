@@ -21,11 +21,5 @@ class UsageError(SpeechftError):
     exit_code = 2
 
 
-class NotAvailableError(SpeechftError):
-    """The command exists but its implementation has not landed yet."""
-
-    exit_code = 2
-
-
 class TrainingError(SpeechftError):
     """Training cannot go on (non-finite losses, a lost rank, a full disk); the message says why."""

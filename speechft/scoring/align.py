@@ -98,19 +98,6 @@ def edit_operations(reference: TokenSequence, hypothesis: TokenSequence) -> list
     return [] if reference == hypothesis else Levenshtein.editops(reference, hypothesis).as_list()
 
 
-def count_edits(reference_length: int, edits: Sequence[EditOperation]) -> Counts:
-    """Counts of an alignment given the reference length and its edits."""
-    substitutions = deletions = insertions = 0
-    for operation, _, _ in edits:
-        if operation == "replace":
-            substitutions += 1
-        elif operation == "delete":
-            deletions += 1
-        else:
-            insertions += 1
-    return Counts(reference_length - substitutions - deletions, substitutions, deletions, insertions)
-
-
 def align(reference: TokenSequence, hypothesis: TokenSequence) -> list[AlignedPair]:
     """Every column of the alignment, matches included, left to right."""
     return aligned_pairs(reference, hypothesis, edit_operations(reference, hypothesis))

@@ -243,19 +243,6 @@ def _class_counts(class_totals: Mapping[str, Sequence[int]]) -> dict[str, Counts
     return result
 
 
-def score_files(
-    reference_path: str | Path, hypothesis_path: str | Path, *, name: str | None = None, by_character: bool = False
-) -> SystemScore:
-    """Read and score one hypothesis file; a reference with no utterances is an InputError."""
-    references = read_transcripts(reference_path, what="reference")
-    if not references:
-        raise InputError(f"{reference_path}: the reference has no utterances (expected `key text` lines)")
-    hypotheses = read_transcripts(hypothesis_path, what="hypothesis")
-    return score_transcripts(
-        references, hypotheses, name=name if name is not None else str(hypothesis_path), by_character=by_character
-    )
-
-
 def write_compute_wer(score: SystemScore, stream: IO[str]) -> None:
     """Write the report in compute-wer's layout, so `tail -n8` shows the summary.
 

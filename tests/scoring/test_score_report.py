@@ -10,9 +10,13 @@ import pytest
 from speechft.errors import InputError, UsageError
 from speechft.scoring.align import Counts
 from speechft.scoring.compare import compare
-from speechft.scoring.report import read_transcripts, score_files, score_transcripts, write_compute_wer
+from speechft.scoring.report import read_transcripts, score_transcripts, write_compute_wer
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "score"
+
+
+def score_files(reference: Path, hypothesis: Path):  # noqa: ANN201
+    return score_transcripts(read_transcripts(reference, what="reference"), read_transcripts(hypothesis, what="hypothesis"), name=str(hypothesis))
 
 
 def _report(score) -> str:
