@@ -17,7 +17,6 @@ output is rewritten (temp file + rename) in input order.
 
 from __future__ import annotations
 
-import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -33,6 +32,7 @@ from speechft.decode.prefetch import AudioLoader, AudioMeasure, Prefetch
 from speechft.decode.segment import split_points
 from speechft.errors import UsageError
 from speechft.io import atomic
+from speechft.model.generate import clean_text
 
 
 class Transcriber(Protocol):
@@ -103,11 +103,6 @@ def join_texts(parts: Sequence[str]) -> str:
             joined += " "
         joined += part
     return joined
-
-
-def clean_text(text: str) -> str:
-    """One line of output text: whitespace runs (newlines included) become one space."""
-    return re.sub(r"\s+", " ", text).strip()
 
 
 @dataclass
