@@ -39,6 +39,7 @@ lr, same clipping), printing the per-step losses and the largest difference.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import importlib.util
 import json
@@ -65,10 +66,8 @@ class _Done(BaseException):
 def _child_pids() -> list[int]:
     pids = []
     for task in os.listdir("/proc/self/task"):
-        try:
+        with contextlib.suppress(OSError):
             pids += [int(x) for x in Path(f"/proc/self/task/{task}/children").read_text().split()]
-        except OSError:
-            pass
     return pids
 
 

@@ -164,7 +164,7 @@ def test_installed_wheel_runs_a_profile_from_another_directory(tiny_dir: Path, t
     for path in (package, folder):
         assert path.is_relative_to(environment) and not path.is_relative_to(REPO), path
 
-    for index, text in enumerate(("one two", "three", "four five six", "seven")):
+    for index in range(4):
         write_tone(work / f"u{index}.wav", 0.8 + 0.1 * index, 220.0 + 110.0 * index, seed=index)
     (work / "wav.scp").write_text("".join(f"u{index} u{index}.wav\n" for index in range(4)), encoding="utf-8")
     (work / "text").write_text("u0 one two\nu1 three\nu2 four five six\nu3 seven\n", encoding="utf-8")
