@@ -160,7 +160,8 @@ def test_a_dead_rank_makes_the_other_exit_naming_it(tiny: tuple[Path, Path], tmp
     arguments = [
         sys.executable, "-m", "speechft", "train", "--profile", "small-data", "--model-dir", str(tiny[0]), "--train", f"{tiny[1]}:20",
         "--output-dir", str(output), "--quiet", "data.num_workers=0", "data.max_utterances_per_batch=1", "validation.every_steps=2",
-        "validation.max_utterances=1", "validation.max_new_tokens=2", "distributed.timeout_s=60",
+        # A collective timeout far beyond the wait below: rank 0 can only finish in time by noticing the dead peer.
+        "validation.max_utterances=1", "validation.max_new_tokens=2", "distributed.timeout_s=900",
     ]
     ranks = []
     for rank in range(2):
@@ -172,9 +173,7 @@ def test_a_dead_rank_makes_the_other_exit_naming_it(tiny: tuple[Path, Path], tmp
         assert time.monotonic() < deadline
         time.sleep(0.05)
     ranks[1].send_signal(signal.SIGKILL)
-    killed_at = time.monotonic()
     _, stderr = ranks[0].communicate(timeout=90)
     ranks[1].communicate()
     assert ranks[0].returncode == 1, stderr[-3000:]
-    assert time.monotonic() - killed_at < 45  # well before the 60 s collective timeout would fire
     assert "rank 1 stopped responding" in stderr.replace("\n", " "), stderr[-3000:]
