@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soundfile
-
 from prep_fixtures import serve_directory, write_wav
+
 from speechft.data import audio
 from speechft.data.audio import AudioError, AudioInfo, load_audio, read_file_info, read_info
 

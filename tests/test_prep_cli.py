@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from prep_fixtures import make_tokenizer, write_lines, write_wav
 from typer.testing import CliRunner
 
-from prep_fixtures import make_tokenizer, write_lines, write_wav
 from speechft.cli.app import app
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import soundfile
-
 from prep_fixtures import TOKENIZER_CORPUS, make_tokenizer, serve_directory, write_lines, write_wav
+
 from speechft.data.manifest import chatml_line
 from speechft.data.prep.options import PrepOptions
 from speechft.data.prep.pipeline import prepare
@@ -71,7 +71,7 @@ def test_every_reason_and_warning(tmp_path, tokenizer_dir) -> None:
         ])
         write_lines(tmp_path / "text", [
             "k01 甚至出现交易几乎停滞的情况", "k02 hello world", "k03 你好，世界", "k04 a", "k05 b", "k06 c",
-            "k07 d", "k08 repeated", "k08 repeated", "k09 ", "k10 ".encode() + "坏的".encode("gbk"), "k11",
+            "k07 d", "k08 repeated", "k08 repeated", "k09 ", b"k10 " + "坏的".encode("gbk"), "k11",
             "k13 no audio here", "k14 short", "k15 long", "k16 " + "the quick brown fox " * 10, "k17 e", "k18 f",
             "k19 g", "k20 served over http",
         ])

@@ -95,7 +95,8 @@ def read_keyed_file(path: str | Path, *, value_required: bool, what: str) -> Key
             except UnicodeDecodeError as error:
                 fields_read = raw.decode("utf-8", errors="replace").split(maxsplit=1)
                 if fields_read:
-                    _add_bad(result, BadLine(lineno, fields_read[0], f"{path}:{lineno}: invalid UTF-8 at byte {error.start}; convert the file to UTF-8 (e.g. iconv -f GBK -t UTF-8)"))
+                    detail = f"{path}:{lineno}: invalid UTF-8 at byte {error.start}; convert the file to UTF-8 (e.g. iconv -f GBK -t UTF-8)"
+                    _add_bad(result, BadLine(lineno, fields_read[0], detail))
                 continue
         else:
             line = raw

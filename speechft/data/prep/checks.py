@@ -86,9 +86,8 @@ def segment_extent(key: str, segment: Segment, recording: AudioInfo) -> Segment 
         return Rejection(
             key, BAD_SEGMENT, f"{segment.start_s}..{segment.end_s} s is outside recording {segment.recording} ({duration_s:.3f} s)"
         )
-    if recording.sample_rate == MODEL_SAMPLE_RATE:
-        length = recording.frames
-    else:
+    length = recording.frames
+    if recording.sample_rate != MODEL_SAMPLE_RATE:
         length = math.ceil(recording.frames * MODEL_SAMPLE_RATE / recording.sample_rate)
     start = _sample(segment.start_s)
     end = min(_sample(end_s), length)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from speechft.data import remote
 from speechft.data.prompts import PromptPolicy
 from speechft.errors import UsageError
+
+ProgressCallback = Callable[[str, int, int], None]
+"""`progress(stage, done, total)`: stages are `audio`, `tokens`, `segments`, `write`."""
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ from typing import Any, TypeVar
 from speechft.data.audio import AudioInfo
 from speechft.data.prep import write
 from speechft.data.prep.candidates import Candidate, read_candidates
-from speechft.data.prep.checks import KeptUtterance, audio_warnings, check_all
-from speechft.data.prep.options import PrepOptions
-from speechft.data.prep.probe import HeaderReads, ProgressCallback, per_utterance, wants_pool, worker_pool
+from speechft.data.prep.checks import audio_warnings, check_all
+from speechft.data.prep.options import PrepOptions, ProgressCallback
+from speechft.data.prep.probe import HeaderReads, per_utterance, wants_pool, worker_pool
 from speechft.data.prep.reasons import REPEATED_LINE, WARNINGS, Rejection
 from speechft.data.prep.segments import cut_segments
 from speechft.data.prep.split import split

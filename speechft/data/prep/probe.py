@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 from speechft.data import audio
 from speechft.data.audio import AudioError, AudioInfo
 from speechft.data.prep.candidates import Candidate
+from speechft.data.prep.options import ProgressCallback
 from speechft.data.prep.reasons import Rejection
-
-ProgressCallback = Callable[[str, int, int], None]
-"""`progress(stage, done, total)`: stages are `audio`, `tokens`, `segments`, `write`."""
 
 
 class Unreadable(NamedTuple):

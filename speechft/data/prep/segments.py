@@ -15,7 +15,8 @@ from typing import Any, NamedTuple
 from speechft.data import audio
 from speechft.data.audio import MODEL_SAMPLE_RATE, AudioError, AudioInfo
 from speechft.data.prep.checks import KeptUtterance
-from speechft.data.prep.probe import ProgressCallback, Unreadable
+from speechft.data.prep.options import ProgressCallback
+from speechft.data.prep.probe import Unreadable
 from speechft.data.prep.reasons import Rejection
 from speechft.errors import InputError
 from speechft.io.atomic import atomic_path
