@@ -233,7 +233,7 @@ def test_ranks_carry_the_launchers_decision(tmp_path: Path) -> None:
     assert "rerun with --profile" in (run / RESOLVED_CONFIG).read_text(encoding="utf-8")
     # A rank given that request does not look at the directory again: an --overwrite is not repeated.
     (run / "metrics.jsonl").write_text('{"kind": "data"}\n', encoding="utf-8")
-    assert share_run(request, World(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))) is request
+    assert share_run(request, World(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))) == request
     assert (run / "metrics.jsonl").exists()
 
 

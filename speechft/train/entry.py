@@ -22,6 +22,8 @@ from speechft.train.config import load_config
 from speechft.train.run_dir import STOPPED_FILE, TrainRequest, TrainResult, read_run, settled, write_run
 
 WORKER_MODULE = "speechft.cli.train_worker"
+# How long a worker on another node waits for the launcher's run.json to be visible on the shared filesystem.
+RUN_FILE_WAIT_S = 30.0
 
 
 def resolve_profile(profile: str, train: Sequence[TrainSource]) -> tuple[Path, str, str]:
@@ -160,7 +162,7 @@ def launch_ranks(launch: Launch, request: TrainRequest) -> int:
 
 def train_from_run_dir(run_dir: Path) -> TrainResult:
     """One worker of a launched run: everything comes from the run directory the launcher wrote."""
-    return train_on_this_rank(read_run(run_dir))
+    return train_on_this_rank(read_run(run_dir, wait_s=RUN_FILE_WAIT_S))
 
 
 def train_on_this_rank(request: TrainRequest, note: str | None = None) -> TrainResult:

@@ -67,16 +67,14 @@ def run_training(request: TrainRequest, world: dist_tools.World | None = None) -
 
 
 def share_run(request: TrainRequest, world: dist_tools.World) -> TrainRequest:
-    """The request every rank trains from, read from the run directory. A request the launcher
-    already wrote there is that; otherwise rank 0 checks the output directory and writes it first."""
-    if request.output_dir_checked:
-        return request
-    output_dir.prepare_output_dir_on_ranks(request, world)
-    ready = settled(request)  # on every rank: a --resume that is no checkpoint fails everywhere alike
-    if world.is_main:
-        write_run(ready)
-    dist_tools.barrier(world)
-    return read_run(request.output_dir)
+    """The request every rank trains from: rank 0's reading of the run directory, so no rank can
+    act on a stale copy. Unless the launcher wrote it there, rank 0 checks the directory and writes it first."""
+    if not request.output_dir_checked:
+        output_dir.prepare_output_dir_on_ranks(request, world)
+        ready = settled(request)  # on every rank: a --resume that is no checkpoint fails everywhere alike
+        if world.is_main:
+            write_run(ready)
+    return dist_tools.broadcast_from_main(world, read_run(request.output_dir) if world.is_main else None)
 
 
 def setup(request: TrainRequest, world: dist_tools.World) -> tuple[Run, TrainState]:

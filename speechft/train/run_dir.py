@@ -10,6 +10,7 @@ directory records what was run. `train_summary.json` is the other end: what the 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -91,9 +92,15 @@ def write_run(request: TrainRequest) -> None:
     atomic.write_text(directory / RUN_FILE, json.dumps(record, indent=2, ensure_ascii=False) + "\n", durable=False)
 
 
-def read_run(run_dir: Path) -> TrainRequest:
-    """The request a launcher wrote into `run_dir` (which is the output directory)."""
+def read_run(run_dir: Path, *, wait_s: float = 0.0) -> TrainRequest:
+    """The request a launcher wrote into `run_dir` (which is the output directory).
+
+    `wait_s` gives a file written on another node time to appear: network filesystems may show a
+    new file only after their attribute cache expires."""
     path = run_dir / RUN_FILE
+    deadline = time.monotonic() + wait_s
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
