@@ -29,7 +29,6 @@ from typing import Any
 
 from speechft.errors import ConfigError, TrainingError
 
-STRATEGIES = ("ddp", "fsdp")
 ALIVE_PREFIX = "speechft/alive/"
 
 
@@ -302,11 +301,6 @@ def launch(command: Sequence[str]) -> int:
 
 def quote_command(arguments: Sequence[str]) -> str:
     return shlex.join(list(arguments))
-
-
-def check_strategy(strategy: str) -> None:
-    if strategy not in STRATEGIES:
-        raise ConfigError(f"distributed.strategy: must be one of {', '.join(STRATEGIES)}")
 
 
 def raise_lost_ranks(world: World, error: BaseException) -> None:
