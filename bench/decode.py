@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from model_fixtures import make_talkative  # noqa: E402
 
 from speechft.data.audio import load_audio  # noqa: E402
-from speechft.decode.model import ModelTranscriber  # noqa: E402
 from speechft.decode.inputs import DecodeItem  # noqa: E402
+from speechft.decode.model import ModelTranscriber  # noqa: E402
 from speechft.decode.run import DecodeOptions, decode_items  # noqa: E402
 from speechft.model.build import load_model  # noqa: E402
 from speechft.testing.tiny_model import MID_SIZE, build_tiny_model_dir  # noqa: E402
@@ -99,10 +99,7 @@ def main() -> int:
         for batch_size in args.batch_sizes:
             elapsed, audio_seconds = run_speechft(bundle, items, batch_size, args.max_new_tokens, root / f"b{batch_size}.txt")
             rates[batch_size] = len(items) / elapsed
-            print(
-                f"speechft batch {batch_size:>3}: {elapsed:7.2f} s  {len(items) / elapsed:6.2f} utt/s  "
-                f"{audio_seconds / elapsed:7.2f} audio-s/s"
-            )
+            print(f"speechft batch {batch_size:>3}: {elapsed:7.2f} s  {len(items) / elapsed:6.2f} utt/s  {audio_seconds / elapsed:7.2f} audio-s/s")
         outputs = {b: (root / f"b{b}.txt").read_text(encoding="utf-8") for b in args.batch_sizes}
         same = len(set(outputs.values())) == 1
         print(f"audio: {audio_seconds:.1f} s; identical output across batch sizes: {'yes' if same else 'NO'}")

@@ -88,8 +88,12 @@ def child_speechft(arguments: argparse.Namespace) -> None:
     from speechft.data.prep.pipeline import prepare
 
     options = PrepOptions(
-        scp=Path(arguments.data) / "wav.scp", text=Path(arguments.data) / "text", out=Path(arguments.out),
-        tokenizer_dir=Path(arguments.tokenizer), jobs=arguments.jobs, max_reject_fraction=0.0,
+        scp=Path(arguments.data) / "wav.scp",
+        text=Path(arguments.data) / "text",
+        out=Path(arguments.out),
+        tokenizer_dir=Path(arguments.tokenizer),
+        jobs=arguments.jobs,
+        max_reject_fraction=0.0,
     )
     started = time.perf_counter()
     summary = prepare(options)
@@ -112,8 +116,11 @@ def child_upstream(arguments: argparse.Namespace) -> None:
     module.AutoTokenizer = LocalAutoTokenizer
     data = Path(arguments.data)
     sys.argv = [
-        module.__file__, f"++scp_file={data}/wav.scp", f"++transcript_file={data}/text",
-        f"++jsonl_file={arguments.out}", f"hydra.run.dir={data}/hydra-{os.getpid()}",
+        module.__file__,
+        f"++scp_file={data}/wav.scp",
+        f"++transcript_file={data}/text",
+        f"++jsonl_file={arguments.out}",
+        f"hydra.run.dir={data}/hydra-{os.getpid()}",
     ]
     log = os.open(arguments.result + ".log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     saved = os.dup(1), os.dup(2)
@@ -175,8 +182,11 @@ def main() -> None:
         started = time.perf_counter()
         frames = generate(work, arguments.n)
         tokenizer = Path(arguments.tokenizer) if arguments.tokenizer else make_tokenizer(work / "tokenizer")
-        print(f"generated {arguments.n} wavs ({sum(frames.values()) / 16000 / 3600:.2f} h) in "
-              f"{time.perf_counter() - started:.1f} s; tokenizer {tokenizer}; {os.cpu_count()} cores", flush=True)
+        print(
+            f"generated {arguments.n} wavs ({sum(frames.values()) / 16000 / 3600:.2f} h) in "
+            f"{time.perf_counter() - started:.1f} s; tokenizer {tokenizer}; {os.cpu_count()} cores",
+            flush=True,
+        )
         env = dict(os.environ, PYTHONPATH=str(REPOSITORY) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         rates: dict[str, dict[str, list[float]]] = {}
 
@@ -185,22 +195,59 @@ def main() -> None:
             out = work / f"{name}.jsonl"
             for run in range(arguments.runs):
                 result = work / f"{name}-{run}.json"
-                timed([python, __file__, "--child", name, "--data", str(work), "--out", str(out), "--result", str(result),
-                       "--tokenizer", str(tokenizer), "--jobs", str(arguments.jobs),
-                       *(["--upstream-scp2jsonl", arguments.upstream_scp2jsonl] if name == "upstream" else [])], env)
+                timed(
+                    [
+                        python,
+                        __file__,
+                        "--child",
+                        name,
+                        "--data",
+                        str(work),
+                        "--out",
+                        str(out),
+                        "--result",
+                        str(result),
+                        "--tokenizer",
+                        str(tokenizer),
+                        "--jobs",
+                        str(arguments.jobs),
+                        *(["--upstream-scp2jsonl", arguments.upstream_scp2jsonl] if name == "upstream" else []),
+                    ],
+                    env,
+                )
                 call_s = json.loads(result.read_text())["call_s"]
                 process_s = timed(process_command, env)
                 rates[name]["call"].append(arguments.n / call_s)
                 rates[name]["process"].append(arguments.n / process_s)
-                print(f"{name} run {run + 1}: call {call_s:.2f} s = {arguments.n / call_s:,.0f} utt/s; "
-                      f"process {process_s:.2f} s = {arguments.n / process_s:,.0f} utt/s", flush=True)
+                print(
+                    f"{name} run {run + 1}: call {call_s:.2f} s = {arguments.n / call_s:,.0f} utt/s; "
+                    f"process {process_s:.2f} s = {arguments.n / process_s:,.0f} utt/s",
+                    flush=True,
+                )
             return out
 
-        ours = run_tool("speechft", sys.executable, [
-            sys.executable, "-m", "speechft", "prep", "--scp", str(work / "wav.scp"), "--text", str(work / "text"),
-            "--out", str(work / "speechft-cli.jsonl"), "--tokenizer", str(tokenizer), "--jobs", str(arguments.jobs),
-            "--max-reject-fraction", "0",
-        ])
+        ours = run_tool(
+            "speechft",
+            sys.executable,
+            [
+                sys.executable,
+                "-m",
+                "speechft",
+                "prep",
+                "--scp",
+                str(work / "wav.scp"),
+                "--text",
+                str(work / "text"),
+                "--out",
+                str(work / "speechft-cli.jsonl"),
+                "--tokenizer",
+                str(tokenizer),
+                "--jobs",
+                str(arguments.jobs),
+                "--max-reject-fraction",
+                "0",
+            ],
+        )
         summary = {name: {kind: statistics.median(values) for kind, values in kinds.items()} for name, kinds in rates.items()}
         print(f"speechft: {summary['speechft']['call']:,.0f} utt/s (call), {summary['speechft']['process']:,.0f} utt/s (process)")
         if not arguments.upstream_scp2jsonl:
@@ -241,15 +288,16 @@ def main() -> None:
                 rounding += 1
             else:
                 other.append(f"{key_of[path]}: speechft {speech}/{text}, upstream {their_speech}/{their_text}")
-        print(f"lengths: {same} identical, {rounding} differ only by upstream's float rounding "
-              f"(speechft = 1 + (samples - 400) // 160 exactly), {len(other)} other differences; "
-              f"{len(mine)} speechft lines, {len(upstream)} upstream lines")
+        print(
+            f"lengths: {same} identical, {rounding} differ only by upstream's float rounding "
+            f"(speechft = 1 + (samples - 400) // 160 exactly), {len(other)} other differences; "
+            f"{len(mine)} speechft lines, {len(upstream)} upstream lines"
+        )
         for line in other[:10]:
             print(f"  {line}")
         for kind in ("call", "process"):
             ratio = summary["speechft"][kind] / summary["upstream"][kind]
-            print(f"{kind}: speechft {summary['speechft'][kind]:,.0f} utt/s, upstream {summary['upstream'][kind]:,.0f} utt/s, "
-                  f"ratio {ratio:.1f}x")
+            print(f"{kind}: speechft {summary['speechft'][kind]:,.0f} utt/s, upstream {summary['upstream'][kind]:,.0f} utt/s, ratio {ratio:.1f}x")
     finally:
         if arguments.keep:
             print(f"kept {work}")

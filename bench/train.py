@@ -97,15 +97,23 @@ def child_speechft(args: argparse.Namespace) -> None:
     import torch
 
     import speechft.train.loop as loop
-    from speechft.train.run_dir import TrainRequest
-    from speechft.train.config import load_config
     from speechft.data.manifest import TrainSource
     from speechft.profiles import profiles_dir
+    from speechft.train.config import load_config
+    from speechft.train.run_dir import TrainRequest
 
     torch.set_num_threads(args.threads)
     total = args.warmup + args.steps + 1
-    overrides = [f"data.num_workers={args.workers}", f"data.token_budget={args.token_budget}", f"data.max_utterances_per_batch={args.max_utterances}",
-                 f"data.sort_buffer={args.sort_size}", f"max_steps={total + 1}", "validation.every_steps=0", "validation.max_utterances=4", *args.override]
+    overrides = [
+        f"data.num_workers={args.workers}",
+        f"data.token_budget={args.token_budget}",
+        f"data.max_utterances_per_batch={args.max_utterances}",
+        f"data.sort_buffer={args.sort_size}",
+        f"max_steps={total + 1}",
+        "validation.every_steps=0",
+        "validation.max_utterances=4",
+        *args.override,
+    ]
     config = load_config(profiles_dir() / f"{args.profile}.yaml", overrides)
     record: dict[str, Any] = {"t": [], "cpu": [], "audio_s": [], "utts": [], "padding": []}
     original_step = loop.train_step
@@ -170,10 +178,31 @@ def child_upstream(args: argparse.Namespace) -> None:
     reference = importlib.util.module_from_spec(spec)
     assert spec.loader is not None
     spec.loader.exec_module(reference)
-    sys.argv = [str(args.reference), "_one", args.model_dir, args.train_jsonl, "--profile", PROFILES[args.profile], "--steps", str(args.steps),
-                "--warmup", str(args.warmup), "--batch-size", str(args.token_budget), "--sort-size", str(args.sort_size),
-                "--num-workers", str(args.workers), "--ncpu", str(args.threads), "--workdir", args.workdir, "--result", args.result,
-                f"--extra=++dataset_conf.batch_size_sample_max={args.max_utterances}"]
+    sys.argv = [
+        str(args.reference),
+        "_one",
+        args.model_dir,
+        args.train_jsonl,
+        "--profile",
+        PROFILES[args.profile],
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+        "--batch-size",
+        str(args.token_budget),
+        "--sort-size",
+        str(args.sort_size),
+        "--num-workers",
+        str(args.workers),
+        "--ncpu",
+        str(args.threads),
+        "--workdir",
+        args.workdir,
+        "--result",
+        args.result,
+        f"--extra=++dataset_conf.batch_size_sample_max={args.max_utterances}",
+    ]
     reference.main()
     record = json.loads(Path(args.result).read_text())
     record["padding"] = extra["padding"][: len(record["t"])]
@@ -215,10 +244,35 @@ def measure(trainer: str, model_dir: Path, jsonl: Path, profile: str, args: argp
         trainer = "speechft"
     workdir = Path(tempfile.mkdtemp(prefix=f"{trainer}-", dir=scratch))
     result = workdir / "result.json"
-    command = [sys.executable, __file__, f"_{trainer}", str(model_dir), str(jsonl), "--profile", profile, "--steps", str(args.steps),
-               "--warmup", str(args.warmup), "--workers", str(args.workers), "--threads", str(args.threads),
-               "--token-budget", str(args.token_budget), "--max-utterances", str(args.max_utterances), "--sort-size", str(args.sort_size),
-               "--reference", str(args.reference), "--workdir", str(workdir), "--result", str(result)]
+    command = [
+        sys.executable,
+        __file__,
+        f"_{trainer}",
+        str(model_dir),
+        str(jsonl),
+        "--profile",
+        profile,
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+        "--workers",
+        str(args.workers),
+        "--threads",
+        str(args.threads),
+        "--token-budget",
+        str(args.token_budget),
+        "--max-utterances",
+        str(args.max_utterances),
+        "--sort-size",
+        str(args.sort_size),
+        "--reference",
+        str(args.reference),
+        "--workdir",
+        str(workdir),
+        "--result",
+        str(result),
+    ]
     command += [f"--override={item}" for item in overrides]
     completed = subprocess.run(command, capture_output=True, text=True)
     if completed.returncode or not result.exists():
@@ -238,8 +292,26 @@ def make_corpus(scratch: Path, corpus: Path | None, utterances: int) -> Path:
         return corpus
     target = scratch / "corpus"
     if shutil.which("espeak-ng") and shutil.which("sox"):
-        subprocess.run([sys.executable, str(ROOT / "examples/make_corpus.py"), "--out", str(target), "--domain-a-train", str(utterances),
-                        "--domain-b-train", "1", "--test", "1", "--replay", "1", "--jobs", "2"], check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "examples/make_corpus.py"),
+                "--out",
+                str(target),
+                "--domain-a-train",
+                str(utterances),
+                "--domain-b-train",
+                "1",
+                "--test",
+                "1",
+                "--replay",
+                "1",
+                "--jobs",
+                "2",
+            ],
+            check=True,
+            capture_output=True,
+        )
         return target / "domain-a" / "train"
     import numpy as np
     import soundfile
@@ -268,8 +340,11 @@ def make_models(scratch: Path, sizes: list[str]) -> dict[str, Path]:
 
 def make_jsonl(reference: Path, model_dir: Path, corpus: Path, out: Path, repeat: int) -> Path:
     """The upstream-style jsonl (Fun-ASR scp2jsonl layout); speechft reads the very same file."""
-    subprocess.run([sys.executable, str(reference), "make-jsonl", str(model_dir), str(corpus / "wav.scp"), str(corpus / "text"), str(out),
-                    "--repeat", str(repeat)], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(reference), "make-jsonl", str(model_dir), str(corpus / "wav.scp"), str(corpus / "text"), str(out), "--repeat", str(repeat)],
+        check=True,
+        capture_output=True,
+    )
     return out
 
 
@@ -291,8 +366,8 @@ def _speechft_step(model: Any, optimizer: Any, scheduler: Any, batch: Any, confi
 
 def sort_padding(dataset: Any, args: argparse.Namespace) -> None:
     """Padding of one epoch's batches when buffers are sorted by the budget's sum vs by Utterance.sort_key."""
-    from speechft.model.build import audio_token_count
     from speechft.data.sampler import TokenBatchSampler
+    from speechft.model.build import audio_token_count
 
     utterances = dataset.utterances
     first = dataset[0]
@@ -301,7 +376,9 @@ def sort_padding(dataset: Any, args: argparse.Namespace) -> None:
     tokens = [prompt + audio_token_count(f) + u.text_tokens + 1 for f, u in zip(frames, utterances)]
     lengths = [u.batch_tokens for u in utterances]
     for label, keys in (("sum of frames + tokens (before)", None), ("(LFR frames, tokens) (now)", [u.sort_key for u in utterances])):
-        sampler = TokenBatchSampler(lengths, token_budget=args.token_budget, max_utterances=args.max_utterances, sort_buffer=args.sort_size, seed=0, sort_keys=keys)
+        sampler = TokenBatchSampler(
+            lengths, token_budget=args.token_budget, max_utterances=args.max_utterances, sort_buffer=args.sort_size, seed=0, sort_keys=keys
+        )
         real = padded = 0
         for batch in sampler.epoch_batches(0):
             real += sum(frames[i] + tokens[i] for i in batch)
@@ -313,13 +390,13 @@ def parity(model_dir: Path, jsonl: Path, args: argparse.Namespace) -> None:
     """Per-batch losses on identical batches, and a few training steps from the same weights."""
     import torch
 
-    from speechft.model.build import load_model
-    from speechft.train.config import load_config
     from speechft.data.collate import collate
     from speechft.data.dataset import SpeechDataset
     from speechft.data.manifest import read_manifest
     from speechft.data.sampler import TokenBatchSampler
+    from speechft.model.build import load_model
     from speechft.profiles import profiles_dir
+    from speechft.train.config import load_config
     from speechft.train.forward import batch_loss_sum
     from speechft.train.modules import apply_trainable
     from speechft.train.optim import make_optimizer
@@ -330,16 +407,22 @@ def parity(model_dir: Path, jsonl: Path, args: argparse.Namespace) -> None:
     apply_trainable(bundle.model, config.trainable)
     utterances, _ = read_manifest(jsonl)
     dataset = SpeechDataset(utterances, bundle.tokenizer, bundle.frontend)
-    sampler = TokenBatchSampler([u.batch_tokens for u in utterances], token_budget=args.token_budget, max_utterances=args.max_utterances, sort_buffer=args.sort_size, seed=0)
+    sampler = TokenBatchSampler(
+        [u.batch_tokens for u in utterances], token_budget=args.token_budget, max_utterances=args.max_utterances, sort_buffer=args.sort_size, seed=0
+    )
     batches = [collate([dataset[i] for i in indices]) for indices in sampler.epoch_batches(0)[: args.parity_steps]]
     device = torch.device("cpu")
 
     def funasr_loss(model: Any, batch: Any, rows: slice = slice(None)) -> Any:
         # FunASRNano.forward edits its inputs in place, so it gets copies; its loss is the mean over target tokens.
         loss, _, _ = model(
-            speech=batch.speech[rows].clone(), speech_lengths=batch.speech_lengths[rows].clone(), input_ids=batch.input_ids[rows].clone(),
-            attention_mask=batch.attention_mask[rows].clone(), labels_ids=batch.labels[rows].clone(),
-            fbank_beg=batch.audio_starts[rows, None].clone().int(), fake_token_len=batch.audio_token_counts[rows, None].clone().int(),
+            speech=batch.speech[rows].clone(),
+            speech_lengths=batch.speech_lengths[rows].clone(),
+            input_ids=batch.input_ids[rows].clone(),
+            attention_mask=batch.attention_mask[rows].clone(),
+            labels_ids=batch.labels[rows].clone(),
+            fbank_beg=batch.audio_starts[rows, None].clone().int(),
+            fake_token_len=batch.audio_token_counts[rows, None].clone().int(),
         )
         return loss
 
@@ -406,8 +489,10 @@ def parity(model_dir: Path, jsonl: Path, args: argparse.Namespace) -> None:
 
 
 def _format(summary: dict[str, float]) -> str:
-    return (f"{summary['audio_s_per_s']:8.1f} {summary['ms_per_step']:8.1f} {summary['cpu_ms_per_step']:8.1f} {summary['padding']:6.1%} "
-            f"{summary['rss_main_mib']:7.0f} {summary['rss_worker_mib']:7.0f} {summary['audio_s_per_step']:6.1f}")
+    return (
+        f"{summary['audio_s_per_s']:8.1f} {summary['ms_per_step']:8.1f} {summary['cpu_ms_per_step']:8.1f} {summary['padding']:6.1%} "
+        f"{summary['rss_main_mib']:7.0f} {summary['rss_worker_mib']:7.0f} {summary['audio_s_per_step']:6.1f}"
+    )
 
 
 def main() -> int:
@@ -426,8 +511,12 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1, help="keep warmup + steps + 1 within one epoch (see the docstring)")
     parser.add_argument("--corpus", type=Path, default=None, help="a dir with wav.scp + text instead of a generated corpus")
     parser.add_argument("--override", action="append", default=[], help="speechft config override key=value (repeatable)")
-    parser.add_argument("--variant", action="append", default=[], help="another speechft row, NAME:key=value;key=value "
-                        "(e.g. 'ckpt:activation_checkpointing=true', 'buckets:data.speech_buckets=[16,32,48,64]')")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="another speechft row, NAME:key=value;key=value (e.g. 'ckpt:activation_checkpointing=true', 'buckets:data.speech_buckets=[16,32,48,64]')",
+    )
     parser.add_argument("--reference", type=Path, default=REFERENCE_SCRIPT)
     parser.add_argument("--skip-upstream", action="store_true")
     parser.add_argument("--parity", action="store_true", help="also compare losses on identical batches")
@@ -445,8 +534,11 @@ def main() -> int:
         name, _, overrides = text.partition(":")
         args.variants[name] = [item for item in overrides.split(";") if item]
     trainers = ["speechft", *args.variants] + ([] if args.skip_upstream else ["upstream"])
-    print(f"corpus {corpus}; {args.steps} steps after {args.warmup} warm-up; {args.runs} runs; workers {args.workers}; threads {args.threads}; "
-          f"token budget {args.token_budget}; <= {args.max_utterances} utterances/batch; load average {os.getloadavg()[0]:.1f}", flush=True)
+    print(
+        f"corpus {corpus}; {args.steps} steps after {args.warmup} warm-up; {args.runs} runs; workers {args.workers}; threads {args.threads}; "
+        f"token budget {args.token_budget}; <= {args.max_utterances} utterances/batch; load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
     rows = []
     for size, model_dir in models.items():
         jsonl = make_jsonl(args.reference, model_dir, corpus, scratch / f"{size}.jsonl", args.repeat)

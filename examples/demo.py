@@ -97,10 +97,36 @@ def main(argv: list[str] | None = None) -> int:
 
     # 1. Kaldi-style data dirs -> training jsonl (domain B with a validation split, domain-A replay).
     #    The bundled transcripts are written-form text (digits as digits): --itn on asks for it.
-    run("prep", "--scp", str(sets_dir / "domain-b/train/wav.scp"), "--text", str(sets_dir / "domain-b/train/text"), "--itn", "on",
-        "--model-dir", model, "--out", str(data / "b-train.jsonl"), "--val-fraction", "0.1", "--val-out", str(data / "b-val.jsonl"))
-    run("prep", "--scp", str(sets_dir / "domain-a/replay/wav.scp"), "--text", str(sets_dir / "domain-a/replay/text"), "--itn", "on",
-        "--model-dir", model, "--out", str(data / "a-replay.jsonl"))
+    run(
+        "prep",
+        "--scp",
+        str(sets_dir / "domain-b/train/wav.scp"),
+        "--text",
+        str(sets_dir / "domain-b/train/text"),
+        "--itn",
+        "on",
+        "--model-dir",
+        model,
+        "--out",
+        str(data / "b-train.jsonl"),
+        "--val-fraction",
+        "0.1",
+        "--val-out",
+        str(data / "b-val.jsonl"),
+    )
+    run(
+        "prep",
+        "--scp",
+        str(sets_dir / "domain-a/replay/wav.scp"),
+        "--text",
+        str(sets_dir / "domain-a/replay/text"),
+        "--itn",
+        "on",
+        "--model-dir",
+        model,
+        "--out",
+        str(data / "a-replay.jsonl"),
+    )
 
     # 2. Baseline: the base model on both test sets
     for domain in ("a", "b"):
@@ -110,12 +136,35 @@ def main(argv: list[str] | None = None) -> int:
     # 4. and decode both test sets with the result (it decodes with the prompt it was trained with)
     quick = ["max_steps=6", "validation.max_utterances=8"] if args.quick else []
     for profile, lr in PROFILES.items():
-        run("train", "--profile", profile, "--model-dir", model, "--train", str(data / "b-train.jsonl"), f"{data / 'a-replay.jsonl'}:1",
-            "--val", str(data / "b-val.jsonl"), "--output-dir", str(out / profile), "--quiet",
-            "max_epochs=20", f"optim.lr={lr}", "data.max_utterances_per_batch=16", *quick)
+        run(
+            "train",
+            "--profile",
+            profile,
+            "--model-dir",
+            model,
+            "--train",
+            str(data / "b-train.jsonl"),
+            f"{data / 'a-replay.jsonl'}:1",
+            "--val",
+            str(data / "b-val.jsonl"),
+            "--output-dir",
+            str(out / profile),
+            "--quiet",
+            "max_epochs=20",
+            f"optim.lr={lr}",
+            "data.max_utterances_per_batch=16",
+            *quick,
+        )
         for domain in ("a", "b"):
-            run("decode", "--model-dir", str(out / profile), "--scp", str(sets_dir / f"domain-{domain}/test/wav.scp"),
-                "--output", str(out / f"{profile}/{domain}-test.txt"))
+            run(
+                "decode",
+                "--model-dir",
+                str(out / profile),
+                "--scp",
+                str(sets_dir / f"domain-{domain}/test/wav.scp"),
+                "--output",
+                str(out / f"{profile}/{domain}-test.txt"),
+            )
 
     # 5. Normalise references and hypotheses as the guide does, 6. score: base vs each fine-tune
     systems = ("base", *PROFILES)
@@ -125,8 +174,14 @@ def main(argv: list[str] | None = None) -> int:
         for system in systems:
             run("normalize", str(out / f"{system}/{domain}-test.txt"), str(out / f"{system}/{domain}-test.norm"))
             outputs += ["--output", str(out / f"{system}/{domain}-cer.txt")]
-        run("score", str(out / f"ref/{domain}-test.norm"), *(str(out / f"{system}/{domain}-test.norm") for system in systems),
-            *outputs, "--json", str(out / f"score-{domain}.json"))
+        run(
+            "score",
+            str(out / f"ref/{domain}-test.norm"),
+            *(str(out / f"{system}/{domain}-test.norm") for system in systems),
+            *outputs,
+            "--json",
+            str(out / f"score-{domain}.json"),
+        )
 
     checked = systems.index(CHECKED_PROFILE)
     report = {
@@ -137,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         "finetuned_profile": CHECKED_PROFILE,
         "profiles": {
             profile: {"domain_b_cer": read_cer(out / "score-b.json", index), "domain_a_cer": read_cer(out / "score-a.json", index)}
-            for index, profile in enumerate(systems) if profile != "base"
+            for index, profile in enumerate(systems)
+            if profile != "base"
         },
         "seconds": round(time.monotonic() - started, 1),
         "curves": {profile: str(out / profile / "curves.png") for profile in PROFILES},
@@ -148,8 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for profile, figures in report["profiles"].items():
         gain = 1 - figures["domain_b_cer"] / report["baseline_cer"] if report["baseline_cer"] else 0.0
-        print(f"{profile:12} domain B CER {report['baseline_cer']:.1%} -> {figures['domain_b_cer']:.1%} ({gain:.0%} relative); "
-              f"domain A CER {report['domain_a_cer_before']:.1%} -> {figures['domain_a_cer']:.1%}")
+        print(
+            f"{profile:12} domain B CER {report['baseline_cer']:.1%} -> {figures['domain_b_cer']:.1%} ({gain:.0%} relative); "
+            f"domain A CER {report['domain_a_cer_before']:.1%} -> {figures['domain_a_cer']:.1%}"
+        )
     print(f"{report['seconds']:.0f} s. Report: {out / 'report.json'}, curves: {out}/<profile>/curves.png")
     if args.quick:
         return 0

@@ -95,16 +95,29 @@ def prep_groups(domain_a: Path, model_dir: Path, work: Path, seed: int = 0) -> t
             for language, subset in by_language.items():
                 data = write_group(work / "groups" / f"{name}-{language}", subset, audio, text)
                 out = work / f"a-train-{name}-{language}.jsonl"
-                run(speechft("prep", "--scp", str(data / "wav.scp"), "--text", str(data / "text"), "--model-dir", str(model_dir),
-                             "--out", str(out), "--language", language, *options))
+                run(
+                    speechft(
+                        "prep",
+                        "--scp",
+                        str(data / "wav.scp"),
+                        "--text",
+                        str(data / "text"),
+                        "--model-dir",
+                        str(model_dir),
+                        "--out",
+                        str(out),
+                        "--language",
+                        language,
+                        *options,
+                    )
+                )
                 train.append(out)
             continue
         targets = {k: spoken(text[k]) for k in keys} if name == "verbatim" else text
         data = write_group(work / "groups" / name, keys, audio, targets)
         out = work / f"a-train-{name}.jsonl"
         extra = ["--val-fraction", "0.1", "--val-out", str(val)] if name == "normalised" else []
-        run(speechft("prep", "--scp", str(data / "wav.scp"), "--text", str(data / "text"), "--model-dir", str(model_dir),
-                     "--out", str(out), *options, *extra))
+        run(speechft("prep", "--scp", str(data / "wav.scp"), "--text", str(data / "text"), "--model-dir", str(model_dir), "--out", str(out), *options, *extra))
         train.append(out)
     return train, val
 
@@ -128,8 +141,22 @@ def main(argv: list[str] | None = None) -> int:
     transcripts = list(read_table(domain_a / "text").values())
     initial = build_tiny_model_dir(args.work / "init", seed=0, tokenizer_corpus=[*transcripts, *map(spoken, transcripts)])
     train, val = prep_groups(domain_a, initial, args.work)
-    run(speechft("train", "--profile", str(args.config), "--model-dir", str(initial), "--train", *map(str, train),
-                 "--val", str(val), "--output-dir", str(args.work / "run"), *args.overrides))
+    run(
+        speechft(
+            "train",
+            "--profile",
+            str(args.config),
+            "--model-dir",
+            str(initial),
+            "--train",
+            *map(str, train),
+            "--val",
+            str(val),
+            "--output-dir",
+            str(args.work / "run"),
+            *args.overrides,
+        )
+    )
 
     if args.out.exists():
         shutil.rmtree(args.out)

@@ -24,9 +24,7 @@ def test_version(runner):
 
 
 def test_python_dash_m_runs_the_cli():
-    result = subprocess.run(
-        [sys.executable, "-m", "speechft", "--version"], capture_output=True, text=True, check=False
-    )
+    result = subprocess.run([sys.executable, "-m", "speechft", "--version"], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert __version__ in result.stdout
 

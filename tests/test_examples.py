@@ -58,8 +58,9 @@ def test_bundled_model_speechft_equals_automodel_and_knows_domain_a(tmp_path: Pa
 @pytest.mark.slow
 def test_demo_quick_writes_every_artefact(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    result = subprocess.run([sys.executable, str(REPO / "examples" / "demo.py"), "--quick", "--out", str(out)],
-                            capture_output=True, text=True, cwd=REPO, timeout=900)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "demo.py"), "--quick", "--out", str(out)], capture_output=True, text=True, cwd=REPO, timeout=900
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     for key in ("baseline_cer", "finetuned_cer", "domain_a_cer_before", "domain_a_cer_after", "seconds"):

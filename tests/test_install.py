@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from speech_fixtures import write_tone
 
 import speechft
-from speech_fixtures import write_tone
 from speechft.cli.app import app
+from speechft.profiles import PROFILE_ALIASES, PROFILES, profiles_dir, shipped_profile
 from speechft.train.config import load_config
 from speechft.train.entry import resolve_profile
-from speechft.profiles import PROFILE_ALIASES, PROFILES, profiles_dir, shipped_profile
 
 REPO = Path(__file__).resolve().parents[1]
 # Folders of generated or third-party files, never part of the project's own YAML.
@@ -114,7 +114,10 @@ def _build_wheel(destination: Path) -> Path:
     wheels = destination / "wheels"
     result = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(wheels), str(source)],
-        capture_output=True, text=True, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     (wheel,) = wheels.glob("speechft-*.whl")
@@ -129,11 +132,16 @@ def _fresh_environment(directory: Path, wheel: Path) -> Path:
     """
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(directory)], check=True, timeout=120)
     python = directory / "bin" / "python"
-    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True, check=True).stdout.strip()
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     (Path(purelib) / "base_environment.pth").write_text("".join(f"{path}\n" for path in site.getsitepackages()), encoding="utf-8")
     result = subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", "--ignore-installed", str(wheel)],
-        capture_output=True, text=True, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return directory
@@ -158,7 +166,11 @@ def test_installed_wheel_runs_a_profile_from_another_directory(tiny_dir: Path, t
     def installed(*arguments: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(list(arguments), cwd=work, env=run_env, capture_output=True, text=True, timeout=600, check=False)
 
-    probe = installed(str(environment / "bin" / "python"), "-c", "import speechft; from speechft.profiles import profiles_dir; print(speechft.__file__); print(profiles_dir())")
+    probe = installed(
+        str(environment / "bin" / "python"),
+        "-c",
+        "import speechft; from speechft.profiles import profiles_dir; print(speechft.__file__); print(profiles_dir())",
+    )
     assert probe.returncode == 0, probe.stderr
     package, folder = (Path(line) for line in probe.stdout.split())
     for path in (package, folder):
@@ -187,7 +199,9 @@ def test_alias_run_reports_the_resolved_profile(tiny_dir: Path, tmp_path: Path, 
     from speech_fixtures import make_corpus, write_jsonl
 
     train = write_jsonl(tmp_path / "train.jsonl", make_corpus(tmp_path / "wav", 4))
-    result = runner.invoke(app, ["train", "--profile", "encoder+adaptor", "--dry-run", "--model-dir", str(tiny_dir), "--train", str(train), "data.num_workers=0"])
+    result = runner.invoke(
+        app, ["train", "--profile", "encoder+adaptor", "--dry-run", "--model-dir", str(tiny_dir), "--train", str(train), "data.num_workers=0"]
+    )
     assert result.exit_code == 0, result.output
     text = re.sub(r"\s+", " ", result.output)
     assert "profile medium-data (alias encoder+adaptor): --profile encoder+adaptor" in text

@@ -34,8 +34,22 @@ def run(*args: str):
 
 def test_prep_writes_outputs(corpus, model_dir) -> None:
     out = corpus / "data" / "train.jsonl"
-    result = run("--scp", str(corpus / "wav.scp"), "--text", str(corpus / "text"), "--out", str(out),
-                 "--model-dir", str(model_dir), "--language", "zh", "--itn", "on", "--jobs", "1")
+    result = run(
+        "--scp",
+        str(corpus / "wav.scp"),
+        "--text",
+        str(corpus / "text"),
+        "--out",
+        str(out),
+        "--model-dir",
+        str(model_dir),
+        "--language",
+        "zh",
+        "--itn",
+        "on",
+        "--jobs",
+        "1",
+    )
     assert result.exit_code == 0, result.output
     assert "kept" in result.output and "small-data" in result.output and "resampled" in result.output
     lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
@@ -49,8 +63,20 @@ def test_prep_writes_outputs(corpus, model_dir) -> None:
 
 def test_prep_prompt_override_and_val(corpus, model_dir) -> None:
     out = corpus / "train.jsonl"
-    result = run("--scp", str(corpus / "wav.scp"), "--text", str(corpus / "text"), "--out", str(out),
-                 "--tokenizer", str(model_dir / "Qwen3-0.6B"), "--prompt", "转写：", "--val-fraction", "0.5")
+    result = run(
+        "--scp",
+        str(corpus / "wav.scp"),
+        "--text",
+        str(corpus / "text"),
+        "--out",
+        str(out),
+        "--tokenizer",
+        str(model_dir / "Qwen3-0.6B"),
+        "--prompt",
+        "转写：",
+        "--val-fraction",
+        "0.5",
+    )
     assert result.exit_code == 0, result.output
     lines = out.read_text(encoding="utf-8").splitlines() + (corpus / "train.val.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(lines) == 2 and all("转写：<|startofspeech|>!" in line for line in lines)
@@ -58,12 +84,21 @@ def test_prep_prompt_override_and_val(corpus, model_dir) -> None:
 
 def test_prep_too_many_rejects_exits_1(corpus, model_dir) -> None:
     write_lines(corpus / "text", ["a 你好世界"])
-    result = run("--scp", str(corpus / "wav.scp"), "--text", str(corpus / "text"), "--out", str(corpus / "t.jsonl"),
-                 "--model-dir", str(model_dir))
+    result = run("--scp", str(corpus / "wav.scp"), "--text", str(corpus / "text"), "--out", str(corpus / "t.jsonl"), "--model-dir", str(model_dir))
     assert result.exit_code == 1
     assert "no_transcript" in result.output and "--max-reject-fraction" in result.output
-    result = run("--scp", str(corpus / "wav.scp"), "--text", str(corpus / "text"), "--out", str(corpus / "t.jsonl"),
-                 "--model-dir", str(model_dir), "--max-reject-fraction", "0.5")
+    result = run(
+        "--scp",
+        str(corpus / "wav.scp"),
+        "--text",
+        str(corpus / "text"),
+        "--out",
+        str(corpus / "t.jsonl"),
+        "--model-dir",
+        str(model_dir),
+        "--max-reject-fraction",
+        "0.5",
+    )
     assert result.exit_code == 0, result.output
 
 
@@ -76,18 +111,15 @@ def test_prep_too_many_rejects_exits_1(corpus, model_dir) -> None:
     ],
 )
 def test_prep_usage_errors(corpus, model_dir, extra: list[str], message: str) -> None:
-    result = run("--scp", str(corpus / "wav.scp"), "--text", str(corpus / "text"), "--out", str(corpus / "t.jsonl"),
-                 "--model-dir", str(model_dir), *extra)
+    result = run("--scp", str(corpus / "wav.scp"), "--text", str(corpus / "text"), "--out", str(corpus / "t.jsonl"), "--model-dir", str(model_dir), *extra)
     assert result.exit_code == 2
     assert message in result.output
 
 
 def test_prep_missing_inputs(corpus, model_dir) -> None:
-    result = run("--scp", str(corpus / "absent.scp"), "--text", str(corpus / "text"), "--out", str(corpus / "t.jsonl"),
-                 "--model-dir", str(model_dir))
+    result = run("--scp", str(corpus / "absent.scp"), "--text", str(corpus / "text"), "--out", str(corpus / "t.jsonl"), "--model-dir", str(model_dir))
     assert result.exit_code == 1 and "absent.scp: file not found" in result.output
-    result = run("--scp", str(corpus / "wav.scp"), "--text", str(corpus / "text"), "--out", str(corpus / "t.jsonl"),
-                 "--model-dir", str(corpus / "no-model"))
+    result = run("--scp", str(corpus / "wav.scp"), "--text", str(corpus / "text"), "--out", str(corpus / "t.jsonl"), "--model-dir", str(corpus / "no-model"))
     assert result.exit_code == 1 and "tokenizer directory not found" in result.output
 
 

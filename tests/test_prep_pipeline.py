@@ -39,8 +39,14 @@ def read_rejects(path: Path) -> dict[str, tuple[str, str]]:
 
 def options(tmp_path: Path, tokenizer_dir: Path, **overrides) -> PrepOptions:
     values = dict(
-        scp=tmp_path / "wav.scp", text=tmp_path / "text", out=tmp_path / "out" / "train.jsonl",
-        tokenizer_dir=tokenizer_dir, jobs=1, max_reject_fraction=1.0, url_retries=0, url_timeout_s=5.0,
+        scp=tmp_path / "wav.scp",
+        text=tmp_path / "text",
+        out=tmp_path / "out" / "train.jsonl",
+        tokenizer_dir=tokenizer_dir,
+        jobs=1,
+        max_reject_fraction=1.0,
+        url_retries=0,
+        url_timeout_s=5.0,
     )
     values.update(overrides)
     return PrepOptions(**values)
@@ -62,26 +68,74 @@ def test_every_reason_and_warning(tmp_path, tokenizer_dir) -> None:
     write_wav(audio / "k10.wav", 1.0)
     write_wav(audio / "k11.wav", 1.0)
     with serve_directory(audio) as base:
-        write_lines(tmp_path / "wav.scp", [
-            f"k01 {audio}/k01.wav", f"k02 {audio}/k02.wav", f"k03 {audio}/k03.wav", f"k04 {audio}/k04.wav",
-            f"k05 {audio}/k05.wav", f"k06 {audio}/k06.wav", f"k07 {audio}/k07a.wav", f"k07 {audio}/k07b.wav",
-            f"k08 {audio}/k08.wav", f"k09 {audio}/k09.wav", f"k10 {audio}/k10.wav", f"k11 {audio}/k11.wav",
-            "k12 /nowhere/k12.wav", f"k14 {audio}/k14.wav", f"k15 {audio}/k15.wav", f"k16 {audio}/k16.wav",
-            "k17 sox in.wav -t wav - |", f"k18 {base}/absent.wav", "k19", f"k20 {base}/k01.wav",
-        ])
-        write_lines(tmp_path / "text", [
-            "k01 甚至出现交易几乎停滞的情况", "k02 hello world", "k03 你好，世界", "k04 a", "k05 b", "k06 c",
-            "k07 d", "k08 repeated", "k08 repeated", "k09 ", b"k10 " + "坏的".encode("gbk"), "k11",
-            "k13 no audio here", "k14 short", "k15 long", "k16 " + "the quick brown fox " * 10, "k17 e", "k18 f",
-            "k19 g", "k20 served over http",
-        ])
+        write_lines(
+            tmp_path / "wav.scp",
+            [
+                f"k01 {audio}/k01.wav",
+                f"k02 {audio}/k02.wav",
+                f"k03 {audio}/k03.wav",
+                f"k04 {audio}/k04.wav",
+                f"k05 {audio}/k05.wav",
+                f"k06 {audio}/k06.wav",
+                f"k07 {audio}/k07a.wav",
+                f"k07 {audio}/k07b.wav",
+                f"k08 {audio}/k08.wav",
+                f"k09 {audio}/k09.wav",
+                f"k10 {audio}/k10.wav",
+                f"k11 {audio}/k11.wav",
+                "k12 /nowhere/k12.wav",
+                f"k14 {audio}/k14.wav",
+                f"k15 {audio}/k15.wav",
+                f"k16 {audio}/k16.wav",
+                "k17 sox in.wav -t wav - |",
+                f"k18 {base}/absent.wav",
+                "k19",
+                f"k20 {base}/k01.wav",
+            ],
+        )
+        write_lines(
+            tmp_path / "text",
+            [
+                "k01 甚至出现交易几乎停滞的情况",
+                "k02 hello world",
+                "k03 你好，世界",
+                "k04 a",
+                "k05 b",
+                "k06 c",
+                "k07 d",
+                "k08 repeated",
+                "k08 repeated",
+                "k09 ",
+                b"k10 " + "坏的".encode("gbk"),
+                "k11",
+                "k13 no audio here",
+                "k14 short",
+                "k15 long",
+                "k16 " + "the quick brown fox " * 10,
+                "k17 e",
+                "k18 f",
+                "k19 g",
+                "k20 served over http",
+            ],
+        )
         summary = prepare(options(tmp_path, tokenizer_dir, max_frames=300, max_tokens=40))
 
     expected_rejects = {
-        "k04": "zero_length", "k05": "unreadable_audio", "k06": "file_missing", "k07": "duplicate_key",
-        "k09": "empty_transcript", "k10": "bad_line", "k11": "bad_line", "k12": "no_transcript",
-        "k13": "no_audio", "k14": "too_short", "k15": "too_long", "k16": "too_many_tokens",
-        "k17": "unsupported_entry", "k18": "url_unreachable", "k19": "bad_line",
+        "k04": "zero_length",
+        "k05": "unreadable_audio",
+        "k06": "file_missing",
+        "k07": "duplicate_key",
+        "k09": "empty_transcript",
+        "k10": "bad_line",
+        "k11": "bad_line",
+        "k12": "no_transcript",
+        "k13": "no_audio",
+        "k14": "too_short",
+        "k15": "too_long",
+        "k16": "too_many_tokens",
+        "k17": "unsupported_entry",
+        "k18": "url_unreachable",
+        "k19": "bad_line",
     }
     rejects = read_rejects(tmp_path / "out" / "train.rejects.tsv")
     assert {key: reason for key, (reason, _) in rejects.items()} == expected_rejects
@@ -122,7 +176,8 @@ def test_exact_line(tmp_path, tokenizer_dir) -> None:
     text_length = len(load_tokenizer(tokenizer_dir).tokenize("甚至出现交易几乎停滞的情况"))
     expected = (
         '{"key": "BAC009S0764W0121", "messages": [{"role": "system", "content": "You are a helpful assistant."}, '
-        '{"role": "user", "content": "语音转写，不进行文本规整：<|startofspeech|>!' + str(tmp_path / "a.wav")
+        '{"role": "user", "content": "语音转写，不进行文本规整：<|startofspeech|>!'
+        + str(tmp_path / "a.wav")
         + '<|endofspeech|>"}, {"role": "assistant", "content": "甚至出现交易几乎停滞的情况"}], '
         f'"speech_length": 99, "text_length": {text_length}}}\n'
     )
@@ -141,9 +196,7 @@ def test_prompt_rule_per_line(tmp_path, tokenizer_dir) -> None:
     assert prompts == ["语音转写成英文，不进行文本规整：", "语音转写成英文：", "语音转写成英文："]
     assert summary.prompts_used == {"语音转写成英文：": 2, "语音转写成英文，不进行文本规整：": 1}
     prepare(options(tmp_path, tokenizer_dir, policy=PromptPolicy(itn="on", style="en")))
-    assert {line["messages"][1]["content"].split("<")[0] for line in read_jsonl(tmp_path / "out" / "train.jsonl")} == {
-        "Speech transcription:"
-    }
+    assert {line["messages"][1]["content"].split("<")[0] for line in read_jsonl(tmp_path / "out" / "train.jsonl")} == {"Speech transcription:"}
 
 
 def test_order_preserved_across_workers_and_split(tmp_path, tokenizer_dir) -> None:
@@ -182,16 +235,27 @@ def test_segments(tmp_path, tokenizer_dir) -> None:
     write_wav(tmp_path / "rec3.wav", 1.0)
     write_wav(tmp_path / "rec4.wav", 1.2)
     write_lines(tmp_path / "wav.scp", [f"rec1 {tmp_path}/rec1.wav", f"rec3 {tmp_path}/rec3.wav", f"rec4 {tmp_path}/rec4.wav"])
-    write_lines(tmp_path / "segments", [
-        "s1 rec1 0.0 1.0", "s2 rec1 1.0 2.5", "s3 rec1 2.9 4.0", "s4 rec2 0 1", "s5 rec1 a b", "s6 rec1 2.5 -1",
-        "s7 rec4 0.2 1.2",
-    ])
+    write_lines(
+        tmp_path / "segments",
+        [
+            "s1 rec1 0.0 1.0",
+            "s2 rec1 1.0 2.5",
+            "s3 rec1 2.9 4.0",
+            "s4 rec2 0 1",
+            "s5 rec1 a b",
+            "s6 rec1 2.5 -1",
+            "s7 rec4 0.2 1.2",
+        ],
+    )
     write_lines(tmp_path / "text", [f"s{index} 第{index}段" for index in range(1, 8)])
     run = options(tmp_path, tokenizer_dir, segments=tmp_path / "segments", audio_out=tmp_path / "cut", jobs=2)
     summary = prepare(run)
     rejects = read_rejects(tmp_path / "out" / "train.rejects.tsv")
     assert {key: reason for key, (reason, _) in rejects.items()} == {
-        "s3": "bad_segment", "s4": "no_audio", "s5": "bad_line", "rec3": "no_segments",
+        "s3": "bad_segment",
+        "s4": "no_audio",
+        "s5": "bad_line",
+        "rec3": "no_segments",
     }
     lines = read_jsonl(tmp_path / "out" / "train.jsonl")
     assert [line["key"] for line in lines] == ["s1", "s2", "s6", "s7"]
@@ -244,10 +308,13 @@ def test_chatml_line_keeps_non_ascii() -> None:
 @pytest.mark.parametrize("transcript", ["你好", 'quote " and \\ backslash', "tab\tand\u2028line separator", "emoji 😀"])
 def test_chatml_line_equals_json_dumps(transcript: str) -> None:
     record = {
-        "key": "k/1", "messages": [
+        "key": "k/1",
+        "messages": [
             {"role": "system", "content": "You are a helpful assistant."},
             {"role": "user", "content": "语音转写：<|startofspeech|>!/a b.wav<|endofspeech|>"},
             {"role": "assistant", "content": transcript},
-        ], "speech_length": 123, "text_length": 4,
+        ],
+        "speech_length": 123,
+        "text_length": 4,
     }
     assert chatml_line("k/1", "语音转写：", "/a b.wav", transcript, 123, 4) == json.dumps(record, ensure_ascii=False)

@@ -22,8 +22,7 @@ from speechft.data.prep.summary import Percentiles, RunFacts, summarize
 
 
 def limits(**overrides) -> PrepOptions:
-    values = dict(scp=Path("wav.scp"), text=Path("text"), out=Path("out.jsonl"), tokenizer_dir=Path("tok"),
-                  min_frames=10, max_frames=300, max_tokens=5)
+    values = dict(scp=Path("wav.scp"), text=Path("text"), out=Path("out.jsonl"), tokenizer_dir=Path("tok"), min_frames=10, max_frames=300, max_tokens=5)
     values.update(overrides)
     return PrepOptions(**values)
 
@@ -40,8 +39,7 @@ def test_join_gives_one_outcome_per_key_in_report_order(tmp_path) -> None:
     outcomes = join(scp, text)
     assert [outcome.key for outcome in outcomes] == ["b", "a", "c", "p", "e", "z"]
     kinds = {o.key: (o.reason if isinstance(o, Rejection) else "candidate") for o in outcomes}
-    assert kinds == {"b": "candidate", "a": "candidate", "c": "duplicate_key", "p": "unsupported_entry",
-                     "e": "empty_transcript", "z": "no_audio"}
+    assert kinds == {"b": "candidate", "a": "candidate", "c": "duplicate_key", "p": "unsupported_entry", "e": "empty_transcript", "z": "no_audio"}
     relative = next(o for o in outcomes if o.key == "a")
     assert isinstance(relative, Candidate) and Path(relative.location).is_absolute()
     assert relative.transcript == "你好" and relative.segment is None
@@ -75,8 +73,11 @@ def test_probe_files_returns_facts_or_why_not(tmp_path) -> None:
 def test_per_utterance_names_the_recording_of_a_segment() -> None:
     segment = Segment(1, "s1", "rec", 0.0, 1.0)
     candidates = [Candidate("u", "t", "/u.wav"), Candidate("s1", "t", "/rec.wav", segment), Candidate("v", "t", "/v.wav")]
-    probed = {"/u.wav": Unreadable("file_missing", "/u.wav: no such file"), "/rec.wav": Unreadable("unreadable_audio", "bad header"),
-              "/v.wav": AudioInfo(16000, 16000, 1)}
+    probed = {
+        "/u.wav": Unreadable("file_missing", "/u.wav: no such file"),
+        "/rec.wav": Unreadable("unreadable_audio", "bad header"),
+        "/v.wav": AudioInfo(16000, 16000, 1),
+    }
     assert per_utterance(candidates, probed) == [
         Rejection("u", "file_missing", "/u.wav: no such file"),
         Rejection("s1", "unreadable_audio", "recording rec: bad header"),
@@ -123,10 +124,14 @@ def test_check_of_a_segment_gives_its_16k_mono_extent() -> None:
 
 
 def test_audio_warnings_count_candidates_a_limit_then_rejects() -> None:
-    candidates = [Candidate("a", "t", "/a"), Candidate("b", "t", "/b"), Candidate("c", "t", "/c"),
-                  Candidate("d", "t", "/d"), Candidate("s", "t", "/r", Segment(1, "s", "r", 0, 1))]
-    probed = [AudioInfo(8000 * 60, 8000, 1), AudioInfo(100, 44100, 2), AudioInfo(0, 8000, 2),
-              Rejection("d", "file_missing", ""), AudioInfo(8000, 8000, 2)]
+    candidates = [
+        Candidate("a", "t", "/a"),
+        Candidate("b", "t", "/b"),
+        Candidate("c", "t", "/c"),
+        Candidate("d", "t", "/d"),
+        Candidate("s", "t", "/r", Segment(1, "s", "r", 0, 1)),
+    ]
+    probed = [AudioInfo(8000 * 60, 8000, 1), AudioInfo(100, 44100, 2), AudioInfo(0, 8000, 2), Rejection("d", "file_missing", ""), AudioInfo(8000, 8000, 2)]
     assert audio_warnings(candidates, probed) == {"resampled": ["a", "b"], "downmixed": ["b"]}
 
 

@@ -74,7 +74,9 @@ def test_prep_and_decode_keep_everything_but_the_raw_file(tiny_dir: Path, tmp_pa
     assert "headerless raw PCM" in rejects[0][2]
 
     hypotheses = tmp_path / "hyp.txt"
-    result = runner.invoke(app, ["decode", "--model-dir", str(tiny_dir), "--jsonl", str(out), "--output", str(hypotheses), "--max-new-tokens", "8", "--device", "cpu"])
+    result = runner.invoke(
+        app, ["decode", "--model-dir", str(tiny_dir), "--jsonl", str(out), "--output", str(hypotheses), "--max-new-tokens", "8", "--device", "cpu"]
+    )
     assert result.exit_code == 0, result.output
     lines = hypotheses.read_text(encoding="utf-8").splitlines()
     assert [line.split("\t", 1)[0] for line in lines] == [record["key"] for record in records]

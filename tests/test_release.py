@@ -151,8 +151,21 @@ def _funasr_texts(model_dir: Path, scp: Path, **options) -> dict[str, str]:
 def _speechft_texts(runner, model_dir: Path, scp: Path, output: Path) -> dict[str, str]:
     result = runner.invoke(
         app,
-        ["decode", "--model-dir", str(model_dir), "--scp", str(scp), "--output", str(output), "--batch-size", "4",
-         "--max-new-tokens", str(MAX_TOKENS), "--device", "cpu"],
+        [
+            "decode",
+            "--model-dir",
+            str(model_dir),
+            "--scp",
+            str(scp),
+            "--output",
+            str(output),
+            "--batch-size",
+            "4",
+            "--max-new-tokens",
+            str(MAX_TOKENS),
+            "--device",
+            "cpu",
+        ],
     )
     assert result.exit_code == 0, result.output
     return dict(line.split("\t") for line in output.read_text(encoding="utf-8").splitlines())
@@ -191,9 +204,27 @@ def test_prep_writes_every_utterance(prepared: Path) -> None:
 def _train(runner, model_dir: Path, train: Path, output: Path, profile: str, *overrides: str) -> None:
     result = runner.invoke(
         app,
-        ["train", "--profile", profile, "--model-dir", str(model_dir), "--train", str(train), "--output-dir", str(output), "--quiet",
-         "max_steps=3", "optim.lr=1e-2", "schedule.warmup_fraction=0", "data.num_workers=0", "data.token_budget=400",
-         "data.max_utterances_per_batch=2", "validation.every_steps=1", "validation.max_new_tokens=4", *overrides],
+        [
+            "train",
+            "--profile",
+            profile,
+            "--model-dir",
+            str(model_dir),
+            "--train",
+            str(train),
+            "--output-dir",
+            str(output),
+            "--quiet",
+            "max_steps=3",
+            "optim.lr=1e-2",
+            "schedule.warmup_fraction=0",
+            "data.num_workers=0",
+            "data.token_budget=400",
+            "data.max_utterances_per_batch=2",
+            "validation.every_steps=1",
+            "validation.max_new_tokens=4",
+            *overrides,
+        ],
     )
     assert result.exit_code == 0, result.output
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-
 from speech_fixtures import chatml_line, make_corpus, write_jsonl
 
 torch = pytest.importorskip("torch")
@@ -23,21 +22,23 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
 
 
 def _config(*overrides: str):
-    from speechft.train.config import load_config
     from speechft.profiles import profiles_dir
+    from speechft.train.config import load_config
 
     return load_config(profiles_dir() / "small-data.yaml", ["data.num_workers=0", *overrides])
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("profile, changed", [("small-data", {"adaptor"}), ("medium-data", {"encoder", "adaptor"}), ("large-data", {"encoder", "adaptor", "llm"})])
+@pytest.mark.parametrize(
+    "profile, changed", [("small-data", {"adaptor"}), ("medium-data", {"encoder", "adaptor"}), ("large-data", {"encoder", "adaptor", "llm"})]
+)
 def test_each_profile_changes_exactly_its_modules(tiny_dir: Path, corpus: tuple[Path, list[dict]], profile: str, changed: set[str]) -> None:
-    from speechft.model.build import load_model, module_of
-    from speechft.train.config import load_config
     from speechft.data.collate import collate
     from speechft.data.dataset import SpeechDataset
     from speechft.data.manifest import read_manifest
+    from speechft.model.build import load_model, module_of
     from speechft.profiles import profiles_dir
+    from speechft.train.config import load_config
     from speechft.train.forward import TrainForward
     from speechft.train.loop import train_step
     from speechft.train.modules import apply_trainable, set_train_mode
@@ -65,21 +66,34 @@ def test_each_profile_changes_exactly_its_modules(tiny_dir: Path, corpus: tuple[
 def test_overfit_checkpoint_and_funasr_decode_the_same(tiny_dir: Path, corpus: tuple[Path, list[dict]], tmp_path: Path) -> None:
     from funasr import AutoModel
 
+    from speechft.data.manifest import TrainSource
     from speechft.model.build import load_model
     from speechft.model.generate import clean_text, greedy_decode
-    from speechft.data.manifest import TrainSource
-    from speechft.train.run_dir import TrainRequest
     from speechft.train.loop import run_training
+    from speechft.train.run_dir import TrainRequest
 
     path, lines = corpus
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"RIFF not really a wav file")
-    extra = [chatml_line("corrupt", broken, "seven", seconds=0.8), chatml_line("nobang", Path(lines[0]["messages"][1]["content"]), "one", bang=False, seconds=0.8)]
+    extra = [
+        chatml_line("corrupt", broken, "seven", seconds=0.8),
+        chatml_line("nobang", Path(lines[0]["messages"][1]["content"]), "one", bang=False, seconds=0.8),
+    ]
     train = write_jsonl(tmp_path / "train.jsonl", [*json.loads("[" + ",".join(path.read_text(encoding="utf-8").splitlines()) + "]"), *extra])
     (tmp_path / "train.prompt.json").write_text('{"format": "test"}\n', encoding="utf-8")
     output = tmp_path / "run"
     # 2 of 8 lines are bad (the limit allows it); validation on the training file itself, to see it overfit.
-    config = _config("max_epochs=10", "optim.lr=5e-3", "trainable=adaptor,llm", "data.token_budget=400", "data.max_utterances_per_batch=3", "validation.every_steps=0", "checkpoint.keep_last=2", "checkpoint.select=best", "data.max_skip_fraction=0.25")
+    config = _config(
+        "max_epochs=10",
+        "optim.lr=5e-3",
+        "trainable=adaptor,llm",
+        "data.token_budget=400",
+        "data.max_utterances_per_batch=3",
+        "validation.every_steps=0",
+        "checkpoint.keep_last=2",
+        "checkpoint.select=best",
+        "data.max_skip_fraction=0.25",
+    )
     result = run_training(TrainRequest(model_dir=tiny_dir, train=(TrainSource(train),), output_dir=output, config=config, show_progress=False, val=train))
 
     records = [json.loads(line) for line in (output / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -95,7 +109,16 @@ def test_overfit_checkpoint_and_funasr_decode_the_same(tiny_dir: Path, corpus: t
     assert "audio unreadable" in reasons["corrupt"]
     assert result.skipped_samples >= 2
 
-    for name in ("config.yaml", "configuration.json", "model.pt", "Qwen3-0.6B/config.json", "Qwen3-0.6B/tokenizer.json", "train_config.yaml", "prompt.json", "curves.png"):
+    for name in (
+        "config.yaml",
+        "configuration.json",
+        "model.pt",
+        "Qwen3-0.6B/config.json",
+        "Qwen3-0.6B/tokenizer.json",
+        "train_config.yaml",
+        "prompt.json",
+        "curves.png",
+    ):
         assert (output / name).exists(), name
     assert list((output / "tensorboard").glob("events.out.tfevents.*"))
     checkpoints = sorted(p.name for p in (output / "checkpoints").iterdir())
@@ -113,7 +136,9 @@ def test_overfit_checkpoint_and_funasr_decode_the_same(tiny_dir: Path, corpus: t
     assert all(ours)  # it learned to say something, so the comparison is not of empty strings
 
     # resume from the last checkpoint: nothing left to do, same selection
-    again = run_training(TrainRequest(model_dir=tiny_dir, train=(TrainSource(train),), output_dir=output, config=config, show_progress=False, resume="auto", val=train))
+    again = run_training(
+        TrainRequest(model_dir=tiny_dir, train=(TrainSource(train),), output_dir=output, config=config, show_progress=False, resume="auto", val=train)
+    )
     assert again.steps == result.steps
 
 
@@ -124,11 +149,34 @@ def test_dry_run_from_the_cli(tiny_dir: Path, corpus: tuple[Path, list[dict]], r
     output = tmp_path / "never"
     result = runner.invoke(
         app,
-        ["train", "--profile", "medium-data", "--model-dir", str(tiny_dir), "--train", str(corpus[0]), "--output-dir", str(output), "--dry-run", "data.num_workers=0", "optim.lr=1e-4"],
+        [
+            "train",
+            "--profile",
+            "medium-data",
+            "--model-dir",
+            str(tiny_dir),
+            "--train",
+            str(corpus[0]),
+            "--output-dir",
+            str(output),
+            "--dry-run",
+            "data.num_workers=0",
+            "optim.lr=1e-4",
+        ],
     )
     assert result.exit_code == 0, result.output
     text = result.output
-    for expected in ("resolved config", "lr: 0.0001", "encoder", "adaptor", "llm", "batches per epoch", "token budget", "peak memory estimate", "dry run: nothing was trained"):
+    for expected in (
+        "resolved config",
+        "lr: 0.0001",
+        "encoder",
+        "adaptor",
+        "llm",
+        "batches per epoch",
+        "token budget",
+        "peak memory estimate",
+        "dry run: nothing was trained",
+    ):
         assert expected in text, expected
     assert not output.exists()
 

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from speech_fixtures import make_corpus, write_jsonl
 
 torch = pytest.importorskip("torch")
@@ -49,17 +48,32 @@ def last_weights(run_dir: Path) -> dict:
 @pytest.mark.distributed
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_two_ranks_match_one_rank_with_the_same_global_batch(tiny_dir: Path, corpus: Path, tmp_path: Path, strategy: str) -> None:
-    from speechft.model.build import load_model
-    from speechft.train.config import load_config
     from speechft.data.manifest import TrainSource
+    from speechft.model.build import load_model
     from speechft.profiles import profiles_dir
-    from speechft.train.run_dir import TrainRequest
+    from speechft.train.config import load_config
     from speechft.train.loop import run_training
+    from speechft.train.run_dir import TrainRequest
 
     two = tmp_path / "two"
     result = run_speechft(
-        ["train", "--profile", "small-data", "--model-dir", str(tiny_dir), "--train", str(corpus), "--output-dir", str(two),
-         "--quiet", "--nproc-per-node", "2", *COMMON, "optim.grad_accum_steps=1", f"distributed.strategy={strategy}"]
+        [
+            "train",
+            "--profile",
+            "small-data",
+            "--model-dir",
+            str(tiny_dir),
+            "--train",
+            str(corpus),
+            "--output-dir",
+            str(two),
+            "--quiet",
+            "--nproc-per-node",
+            "2",
+            *COMMON,
+            "optim.grad_accum_steps=1",
+            f"distributed.strategy={strategy}",
+        ]
     )
     assert result.returncode == 0, result.stderr[-3000:]
 

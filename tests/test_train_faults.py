@@ -14,8 +14,8 @@ from collections import namedtuple
 from pathlib import Path
 
 import pytest
-
 from speech_fixtures import make_corpus, write_jsonl
+
 from speechft.errors import TrainingError
 
 torch = pytest.importorskip("torch")
@@ -32,8 +32,17 @@ def _save(run_dir: Path, step: int, model: torch.nn.Module) -> None:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     weights, optimizer_state = ckpt.training_snapshot(model, model, optimizer, _Solo())
     ckpt.save_checkpoint(
-        run_dir, step, weights=weights, optimizer_state=optimizer_state, scheduler=scheduler, train_state={"step": step},
-        rng_states=[ckpt.rng_state()], optimizer_format="positional", world_size=1, val_cer=None, val_loss=None,
+        run_dir,
+        step,
+        weights=weights,
+        optimizer_state=optimizer_state,
+        scheduler=scheduler,
+        train_state={"step": step},
+        rng_states=[ckpt.rng_state()],
+        optimizer_format="positional",
+        world_size=1,
+        val_cer=None,
+        val_loss=None,
     )
 
 
@@ -95,9 +104,9 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def _request(tiny: tuple[Path, Path], output: Path, *overrides: str):  # noqa: ANN202
-    from speechft.train.config import load_config
     from speechft.data.manifest import TrainSource
     from speechft.profiles import profiles_dir
+    from speechft.train.config import load_config
     from speechft.train.run_dir import TrainRequest
 
     settings = ["data.num_workers=0", "data.max_utterances_per_batch=1", "validation.max_utterances=1", "validation.max_new_tokens=2", *overrides]
@@ -136,7 +145,9 @@ def test_an_output_dir_that_cannot_be_created_fails_before_training(tiny: tuple[
 
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory", encoding="utf-8")
-    result = runner.invoke(app, ["train", "--profile", "small-data", "--model-dir", str(tiny[0]), "--train", str(tiny[1]), "--output-dir", str(blocker / "run")])
+    result = runner.invoke(
+        app, ["train", "--profile", "small-data", "--model-dir", str(tiny[0]), "--train", str(tiny[1]), "--output-dir", str(blocker / "run")]
+    )
     assert result.exit_code == 1
     assert "--output-dir" in result.output and "cannot create it" in result.output
 
@@ -158,14 +169,40 @@ def test_a_dead_rank_makes_the_other_exit_naming_it(tiny: tuple[Path, Path], tmp
     output = tmp_path / "run"
     port = free_port()
     arguments = [
-        sys.executable, "-m", "speechft", "train", "--profile", "small-data", "--model-dir", str(tiny[0]), "--train", f"{tiny[1]}:20",
-        "--output-dir", str(output), "--quiet", "data.num_workers=0", "data.max_utterances_per_batch=1", "validation.every_steps=2",
+        sys.executable,
+        "-m",
+        "speechft",
+        "train",
+        "--profile",
+        "small-data",
+        "--model-dir",
+        str(tiny[0]),
+        "--train",
+        f"{tiny[1]}:20",
+        "--output-dir",
+        str(output),
+        "--quiet",
+        "data.num_workers=0",
+        "data.max_utterances_per_batch=1",
+        "validation.every_steps=2",
         # A collective timeout far beyond the wait below: rank 0 can only finish in time by noticing the dead peer.
-        "validation.max_utterances=1", "validation.max_new_tokens=2", "distributed.timeout_s=900",
+        "validation.max_utterances=1",
+        "validation.max_new_tokens=2",
+        "distributed.timeout_s=900",
     ]
     ranks = []
     for rank in range(2):
-        environment = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+        environment = dict(
+            os.environ,
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            WORLD_SIZE="2",
+            LOCAL_WORLD_SIZE="2",
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+            OMP_NUM_THREADS="1",
+            PYTHONWARNINGS="ignore",
+        )
         ranks.append(subprocess.Popen(arguments, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment))
     deadline = time.monotonic() + 180
     while not list((output / "checkpoints").glob("step-*/meta.json")):

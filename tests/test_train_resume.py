@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from speech_fixtures import make_corpus, write_jsonl
 
 torch = pytest.importorskip("torch")
@@ -48,7 +47,23 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def command(setup: tuple[Path, Path], output: Path, *extra: str) -> list[str]:
     model, corpus = setup
-    return [sys.executable, "-m", "speechft", "train", "--profile", "medium-data", "--model-dir", str(model), "--train", f"{corpus}:2", "--output-dir", str(output), "--quiet", *SETTINGS, *extra]
+    return [
+        sys.executable,
+        "-m",
+        "speechft",
+        "train",
+        "--profile",
+        "medium-data",
+        "--model-dir",
+        str(model),
+        "--train",
+        f"{corpus}:2",
+        "--output-dir",
+        str(output),
+        "--quiet",
+        *SETTINGS,
+        *extra,
+    ]
 
 
 def environment() -> dict[str, str]:

@@ -15,16 +15,16 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-
 from speech_fixtures import chatml_line, make_corpus, write_jsonl
+
 from speechft.errors import InputError, TrainingError, UsageError
 
 torch = pytest.importorskip("torch")
 
 
 def _config(*overrides: str):  # noqa: ANN202
-    from speechft.train.config import load_config
     from speechft.profiles import profiles_dir
+    from speechft.train.config import load_config
 
     settings = ["data.num_workers=0", "data.max_utterances_per_batch=2", "validation.max_new_tokens=2", "log_every=1", *overrides]
     return load_config(profiles_dir() / "small-data.yaml", settings)
@@ -88,7 +88,9 @@ def test_validation_is_held_out_of_training_and_a_val_file_passes_the_length_lim
     validated = {sample.key for sample in data.val_samples}
     assert len(validated) == 4 and not trained & validated and len(trained) + len(validated) == 40
     assert data.val_from_train and "held out of the training data" in data.validation and "not trained on" in data.validation
-    again = prepare_data(_request(tiny_dir, write_jsonl(tmp_path / "shuffled.jsonl", lines[::-1]), tmp_path / "run", "validation.held_out_fraction=0.1"), bundle)
+    again = prepare_data(
+        _request(tiny_dir, write_jsonl(tmp_path / "shuffled.jsonl", lines[::-1]), tmp_path / "run", "validation.held_out_fraction=0.1"), bundle
+    )
     assert {sample.key for sample in again.val_samples} == validated  # stable whatever the order
 
     long = chatml_line("too-long", Path(lines[0]["messages"][1]["content"].split("!")[1].split("<|")[0]), "one", seconds=40.0)
@@ -109,9 +111,17 @@ def _checkpoint(run_dir: Path, step: int, weights: dict, val_cer: float) -> None
     model = torch.nn.Linear(1, 1)
     optimizer = torch.optim.AdamW(model.parameters())
     ckpt.save_checkpoint(
-        run_dir, step, weights=weights, optimizer_state=optimizer.state_dict(), scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0),
-        train_state={"step": step}, rng_states=[ckpt.rng_state()], optimizer_format="positional", world_size=1,
-        val_cer=val_cer, val_loss=None,
+        run_dir,
+        step,
+        weights=weights,
+        optimizer_state=optimizer.state_dict(),
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0),
+        train_state={"step": step},
+        rng_states=[ckpt.rng_state()],
+        optimizer_format="positional",
+        world_size=1,
+        val_cer=val_cer,
+        val_loss=None,
     )
 
 
@@ -208,7 +218,10 @@ def test_the_launcher_refuses_before_starting_any_rank(tmp_path: Path, runner) -
     train = write_jsonl(tmp_path / "train.jsonl", make_corpus(tmp_path / "wav", 2))
     run = tmp_path / "run"
     _earlier_run(run)
-    result = runner.invoke(app, ["train", "--profile", "small-data", "--model-dir", str(tmp_path / "model"), "--train", str(train), "--output-dir", str(run), "--nproc-per-node", "2"])
+    result = runner.invoke(
+        app,
+        ["train", "--profile", "small-data", "--model-dir", str(tmp_path / "model"), "--train", str(train), "--output-dir", str(run), "--nproc-per-node", "2"],
+    )
     assert result.exit_code == 2, result.output
     assert "already holds an earlier run" in result.output and "--resume auto" in result.output
     assert "starting 2 rank(s)" not in result.output
@@ -409,8 +422,26 @@ def test_two_launched_ranks_overwrite_an_earlier_run_once(tiny_dir: Path, tmp_pa
     output.mkdir()
     _earlier_run(output)
     arguments = [
-        sys.executable, "-m", "speechft", "train", "--profile", "small-data", "--model-dir", str(tiny_dir), "--train", str(train), "--output-dir", str(output),
-        "--quiet", "--overwrite", "--nproc-per-node", "2", "data.num_workers=0", "data.max_utterances_per_batch=1", "max_steps=2", "validation.max_new_tokens=2",
+        sys.executable,
+        "-m",
+        "speechft",
+        "train",
+        "--profile",
+        "small-data",
+        "--model-dir",
+        str(tiny_dir),
+        "--train",
+        str(train),
+        "--output-dir",
+        str(output),
+        "--quiet",
+        "--overwrite",
+        "--nproc-per-node",
+        "2",
+        "data.num_workers=0",
+        "data.max_utterances_per_batch=1",
+        "max_steps=2",
+        "validation.max_new_tokens=2",
     ]
     environment = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     done = subprocess.run(arguments, capture_output=True, text=True, timeout=300, env=environment)

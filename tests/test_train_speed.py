@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from speech_fixtures import make_corpus, write_jsonl
 
 torch = pytest.importorskip("torch")
@@ -22,9 +21,9 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def bundle_and_samples(tiny_dir: Path, corpus: Path):
-    from speechft.model.build import load_model
     from speechft.data.dataset import SpeechDataset
     from speechft.data.manifest import read_manifest
+    from speechft.model.build import load_model
 
     bundle = load_model(tiny_dir)
     utterances, _ = read_manifest(corpus)
@@ -33,8 +32,8 @@ def bundle_and_samples(tiny_dir: Path, corpus: Path):
 
 
 def _config(*overrides: str):
-    from speechft.train.config import load_config
     from speechft.profiles import profiles_dir
+    from speechft.train.config import load_config
 
     return load_config(profiles_dir() / "small-data.yaml", ["data.num_workers=0", *overrides])
 
@@ -77,9 +76,9 @@ def test_bucketed_batches_have_fixed_shapes_and_the_same_loss(bundle_and_samples
 def test_activation_checkpointing_keeps_gradients_and_is_used(tiny_dir: Path, bundle_and_samples, monkeypatch: pytest.MonkeyPatch) -> None:
     import torch.utils.checkpoint
 
+    from speechft.data.collate import collate
     from speechft.model.build import load_model
     from speechft.train import speed
-    from speechft.data.collate import collate
     from speechft.train.forward import batch_loss_sum
     from speechft.train.modules import apply_trainable
 
@@ -125,8 +124,8 @@ def test_compile_switch_compiles_encoder_and_llm_in_place(tiny_dir: Path) -> Non
 
 @pytest.mark.parametrize("trainable, encoder_grad", [(("adaptor",), False), (("encoder", "adaptor"), True)])
 def test_frozen_encoder_runs_without_grad_and_optimizer_holds_trainable_only(tiny_dir: Path, bundle_and_samples, trainable, encoder_grad: bool) -> None:
-    from speechft.model.build import load_model
     from speechft.data.collate import collate
+    from speechft.model.build import load_model
     from speechft.train.forward import batch_loss_sum
     from speechft.train.modules import apply_trainable, set_train_mode
     from speechft.train.optim import make_optimizer
@@ -148,10 +147,18 @@ def test_frozen_encoder_runs_without_grad_and_optimizer_holds_trainable_only(tin
 @pytest.mark.slow
 def test_training_logs_throughput_and_padding(tiny_dir: Path, corpus: Path, tmp_path: Path) -> None:
     from speechft.data.manifest import TrainSource
-    from speechft.train.run_dir import TrainRequest
     from speechft.train.loop import run_training
+    from speechft.train.run_dir import TrainRequest
 
-    config = _config("max_steps=3", "log_every=1", "data.token_budget=400", "data.max_utterances_per_batch=2", "validation.every_steps=0", "validation.max_utterances=2", "data.speech_buckets=[32,64]")
+    config = _config(
+        "max_steps=3",
+        "log_every=1",
+        "data.token_budget=400",
+        "data.max_utterances_per_batch=2",
+        "validation.every_steps=0",
+        "validation.max_utterances=2",
+        "data.speech_buckets=[32,64]",
+    )
     run_training(TrainRequest(model_dir=tiny_dir, train=(TrainSource(corpus),), output_dir=tmp_path / "run", config=config, show_progress=False))
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     train = [r for r in records if r["kind"] == "train"]

@@ -47,8 +47,7 @@ def guarded(function: F) -> F:
             if state.verbose:
                 console.err.print_exception()
             console.err.print(
-                f"[red]internal error:[/] {type(error).__name__}: {escape(str(error))} "
-                "(rerun with `speechft --verbose ...` for the traceback)",
+                f"[red]internal error:[/] {type(error).__name__}: {escape(str(error))} (rerun with `speechft --verbose ...` for the traceback)",
                 soft_wrap=True,
             )
             raise typer.Exit(1) from None

@@ -39,15 +39,37 @@ def command(
     hotwords: Annotated[str | None, typer.Option("--hotwords", help="Comma-separated hotwords given to the model as context.", show_default=False)] = None,
     hotword_file: Annotated[Path | None, typer.Option("--hotword-file", help="One hotword per line.", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Most utterances (segments) per batch.")] = 16,
-    batch_seconds: Annotated[float | None, typer.Option("--batch-seconds", min=1.0, help="Also bound the padded audio seconds per batch.", show_default=False)] = None,
+    batch_seconds: Annotated[
+        float | None, typer.Option("--batch-seconds", min=1.0, help="Also bound the padded audio seconds per batch.", show_default=False)
+    ] = None,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="Stop a transcript after this many tokens.")] = 512,
-    tokens_per_second: Annotated[float, typer.Option("--max-tokens-per-second", min=0.0, help="Also stop a transcript after 16 + this many tokens per second of its audio, so one looping utterance cannot hold up its batch (0: no such bound).")] = 25.0,
+    tokens_per_second: Annotated[
+        float,
+        typer.Option(
+            "--max-tokens-per-second",
+            min=0.0,
+            help="Also stop a transcript after 16 + this many tokens per second of its audio, so one looping utterance cannot hold up its batch (0: no such bound).",
+        ),
+    ] = 25.0,
     max_segment_seconds: Annotated[float, typer.Option("--max-segment-seconds", min=1.0, help="Split longer audio at quiet points.")] = 30.0,
-    max_seconds_in_flight: Annotated[float, typer.Option("--max-seconds-in-flight", min=1.0, help="Most seconds of audio loaded ahead of the model (64 KB of memory per second); a longer recording is loaded alone.")] = 600.0,
+    max_seconds_in_flight: Annotated[
+        float,
+        typer.Option(
+            "--max-seconds-in-flight",
+            min=1.0,
+            help="Most seconds of audio loaded ahead of the model (64 KB of memory per second); a longer recording is loaded alone.",
+        ),
+    ] = 600.0,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")] = "auto",
     resume: Annotated[bool, typer.Option("--resume", help="Keep the keys already in OUTPUT and decode the rest.")] = False,
-    errors: Annotated[Path | None, typer.Option("--errors", help="Where to list keys that could not be decoded \\[default: decode_errors.tsv beside OUTPUT].", show_default=False)] = None,
-    reference: Annotated[Path | None, typer.Option("--ref", help="Score right away against this `key text` reference (both normalised as `speechft normalize` does).", show_default=False)] = None,
+    errors: Annotated[
+        Path | None,
+        typer.Option("--errors", help="Where to list keys that could not be decoded \\[default: decode_errors.tsv beside OUTPUT].", show_default=False),
+    ] = None,
+    reference: Annotated[
+        Path | None,
+        typer.Option("--ref", help="Score right away against this `key text` reference (both normalised as `speechft normalize` does).", show_default=False),
+    ] = None,
     allow_missing: options.AllowMissing = False,
 ) -> None:
     from speechft.decode.inputs import read_inputs

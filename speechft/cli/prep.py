@@ -8,7 +8,7 @@ policy that train and decode reuse).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -29,9 +29,7 @@ def command(
     text: Annotated[Path, typer.Option("--text", help="Kaldi text: `key transcript` per line.")],
     out: Annotated[Path, typer.Option("--out", help="The training jsonl to write, e.g. data/train.jsonl.")],
     model_dir: options.OptionalModelDir = None,
-    tokenizer: Annotated[
-        Optional[Path], typer.Option("--tokenizer", help="Tokenizer directory (instead of --model-dir).")
-    ] = None,
+    tokenizer: Annotated[Path | None, typer.Option("--tokenizer", help="Tokenizer directory (instead of --model-dir).")] = None,
     language: options.Language = None,
     itn: Annotated[
         str,
@@ -43,29 +41,17 @@ def command(
     ] = "auto",
     prompt_style: Annotated[str, typer.Option("--prompt-style", help="Prompt wording: zh or en.")] = "zh",
     prompt: options.Prompt = None,
-    segments: Annotated[
-        Optional[Path], typer.Option("--segments", help="Kaldi segments: `utt recording start end` (seconds).")
-    ] = None,
-    audio_out: Annotated[
-        Optional[Path], typer.Option("--audio-out", help="Directory for the 16 kHz mono files cut from --segments.")
-    ] = None,
-    val_fraction: Annotated[
-        float, typer.Option("--val-fraction", help="Share of utterances for validation (by key hash, deterministic).")
-    ] = 0.0,
-    val_out: Annotated[
-        Optional[Path], typer.Option("--val-out", help="Validation jsonl \\[default: OUT-stem.val.jsonl].")
-    ] = None,
+    segments: Annotated[Path | None, typer.Option("--segments", help="Kaldi segments: `utt recording start end` (seconds).")] = None,
+    audio_out: Annotated[Path | None, typer.Option("--audio-out", help="Directory for the 16 kHz mono files cut from --segments.")] = None,
+    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of utterances for validation (by key hash, deterministic).")] = 0.0,
+    val_out: Annotated[Path | None, typer.Option("--val-out", help="Validation jsonl \\[default: OUT-stem.val.jsonl].")] = None,
     val_seed: Annotated[int, typer.Option("--val-seed", help="Seed of the validation split.")] = 0,
-    rejects: Annotated[
-        Optional[Path], typer.Option("--rejects", help="Rejects file \\[default: OUT-stem.rejects.tsv].")
-    ] = None,
+    rejects: Annotated[Path | None, typer.Option("--rejects", help="Rejects file \\[default: OUT-stem.rejects.tsv].")] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Worker processes \\[default: every core].")] = 0,
     min_frames: Annotated[int, typer.Option("--min-frames", help="Reject audio shorter than this (fbank frames).")] = 10,
     max_frames: Annotated[int, typer.Option("--max-frames", help="Reject audio longer than this (fbank frames).")] = 12000,
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="Reject transcripts longer than this (tokens).")] = 2048,
-    max_reject_fraction: Annotated[
-        float, typer.Option("--max-reject-fraction", help="Exit non-zero when more than this share is rejected.")
-    ] = 0.05,
+    max_reject_fraction: Annotated[float, typer.Option("--max-reject-fraction", help="Exit non-zero when more than this share is rejected.")] = 0.05,
     url_timeout: Annotated[float, typer.Option("--url-timeout", help="Seconds per download attempt of a URL.")] = 30.0,
     url_retries: Annotated[int, typer.Option("--url-retries", help="Extra attempts for a failing URL.")] = 2,
 ) -> None:
@@ -83,10 +69,24 @@ def command(
     except ConfigError as error:
         raise UsageError(str(error)) from None
     prep_options = PrepOptions(
-        scp=scp, text=text, out=out, tokenizer_dir=tokenizer_dir_for(model_dir, tokenizer), policy=policy,
-        segments=segments, audio_out=audio_out, val_fraction=val_fraction, val_out=val_out, val_seed=val_seed,
-        rejects=rejects, jobs=jobs, min_frames=min_frames, max_frames=max_frames, max_tokens=max_tokens,
-        max_reject_fraction=max_reject_fraction, url_timeout_s=url_timeout, url_retries=url_retries,
+        scp=scp,
+        text=text,
+        out=out,
+        tokenizer_dir=tokenizer_dir_for(model_dir, tokenizer),
+        policy=policy,
+        segments=segments,
+        audio_out=audio_out,
+        val_fraction=val_fraction,
+        val_out=val_out,
+        val_seed=val_seed,
+        rejects=rejects,
+        jobs=jobs,
+        min_frames=min_frames,
+        max_frames=max_frames,
+        max_tokens=max_tokens,
+        max_reject_fraction=max_reject_fraction,
+        url_timeout_s=url_timeout,
+        url_retries=url_retries,
     )
     # No refresh thread: prep forks worker processes, and forking beside a running thread is unsafe.
     progress = console.progress("{task.description}", elapsed=True, remaining=False, refresh_thread=False)

@@ -33,15 +33,13 @@ def command(
         typer.Option(
             "--output",
             "-o",
-            help="Write compute-wer's report (per-utterance alignment, `tail -n8` summary) here; "
-            "give it once per HYP, in HYP order.",
+            help="Write compute-wer's report (per-utterance alignment, `tail -n8` summary) here; give it once per HYP, in HYP order.",
             show_default=False,
         ),
     ] = None,
     json_path: Annotated[
         Path | None,
-        typer.Option("--json", help="Write everything as JSON: overall, per class, per utterance, "
-                     "missing/extra keys, comparisons.", show_default=False),
+        typer.Option("--json", help="Write everything as JSON: overall, per class, per utterance, missing/extra keys, comparisons.", show_default=False),
     ] = None,
     char: Annotated[
         bool,
@@ -52,9 +50,7 @@ def command(
         ),
     ] = False,
     worst: Annotated[int, typer.Option("--worst", min=0, help="Show this many worst utterances (most errors).")] = 10,
-    bootstrap: Annotated[
-        int, typer.Option("--bootstrap", min=1, help="Bootstrap resamples for the confidence interval.")
-    ] = 1000,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", min=1, help="Bootstrap resamples for the confidence interval.")] = 1000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap, for reproducible intervals.")] = 0,
 ) -> None:
     from speechft.scoring import render

@@ -14,7 +14,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -31,13 +31,20 @@ if TYPE_CHECKING:
 def command(
     model_dir: options.ModelDir,
     train: Annotated[list[str], typer.Option("--train", help="Training jsonl from `speechft prep`; FILE:WEIGHT to weight it; repeatable.")] = [],  # noqa: B006
-    extra: Annotated[Optional[list[str]], typer.Argument(help="More train files, and KEY=VALUE config overrides.", show_default=False)] = None,
-    profile: Annotated[str, typer.Option("--profile", help="small-data (alias adaptor-only) | medium-data (alias encoder+adaptor) | large-data (alias full) | auto | path.yaml")] = "auto",
-    val: Annotated[Optional[Path], typer.Option("--val", help="Validation jsonl (default: a slice of the training data held out by key hash and not trained on).")] = None,
-    output_dir: Annotated[Optional[Path], typer.Option("--output-dir", help="Run directory; becomes the fine-tuned model directory.")] = None,
+    extra: Annotated[list[str] | None, typer.Argument(help="More train files, and KEY=VALUE config overrides.", show_default=False)] = None,
+    profile: Annotated[
+        str,
+        typer.Option("--profile", help="small-data (alias adaptor-only) | medium-data (alias encoder+adaptor) | large-data (alias full) | auto | path.yaml"),
+    ] = "auto",
+    val: Annotated[
+        Path | None, typer.Option("--val", help="Validation jsonl (default: a slice of the training data held out by key hash and not trained on).")
+    ] = None,
+    output_dir: Annotated[Path | None, typer.Option("--output-dir", help="Run directory; becomes the fine-tuned model directory.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config, parameters, batches and memory estimate; train nothing.")] = False,
     resume: Annotated[str, typer.Option("--resume", help="off | auto (latest checkpoint in --output-dir) | path to a checkpoint folder.")] = "off",
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete an earlier run's checkpoints, logs and model in --output-dir first (other files stay).")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Delete an earlier run's checkpoints, logs and model in --output-dir first (other files stay).")
+    ] = False,
     allow_missing: options.AllowMissing = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress display.")] = False,
     nproc_per_node: Annotated[int, typer.Option("--nproc-per-node", min=1, help="Ranks (GPUs) to start on this node through torchrun.")] = 1,
@@ -90,9 +97,13 @@ def render_dry_run(report: DryRunReport) -> None:
     total_frozen = sum(c.frozen for c in report.modules.values())
     table.add_row("[bold]total[/]", f"{total_trainable:,}", f"{total_frozen:,}")
     out.print(table)
-    out.print(f"training utterances: {report.utterances} ({report.hours:.2f} h), skipped lines: {report.skipped}, validation utterances: {report.val_utterances}")
+    out.print(
+        f"training utterances: {report.utterances} ({report.hours:.2f} h), skipped lines: {report.skipped}, validation utterances: {report.val_utterances}"
+    )
     out.print(f"token budget: {report.token_budget} (padded speech_length + text_length per batch)")
-    out.print(f"batches per epoch: {report.batches_per_epoch}, optimizer steps per epoch: {report.steps_per_epoch}, total steps: {report.total_steps}, warmup steps: {report.warmup_steps}")
+    out.print(
+        f"batches per epoch: {report.batches_per_epoch}, optimizer steps per epoch: {report.steps_per_epoch}, total steps: {report.total_steps}, warmup steps: {report.warmup_steps}"
+    )
     out.print(f"device: {report.device}, precision: {report.precision}")
     out.print(f"peak memory estimate: {format_bytes(report.peak_memory_bytes)} ({report.memory_note})")
     out.print("dry run: nothing was trained")

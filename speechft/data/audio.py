@@ -143,6 +143,7 @@ def parse_wav_header(head: bytes, file_size: int) -> AudioInfo | None:
 
 # --- the two decoders: libsndfile first, FFmpeg (PyAV) for what it refuses -----------------------
 
+
 def _soundfile_errors() -> tuple[type[BaseException], ...]:
     import soundfile
 

@@ -30,9 +30,7 @@ class ModelTranscriber:
     tokens_per_second: float | None = None
 
     def transcribe(self, waveforms: Sequence[np.ndarray], prompts: Sequence[str]) -> list[str]:
-        return greedy_decode(
-            self.bundle, waveforms, prompts, max_new_tokens=self.max_new_tokens, tokens_per_second=self.tokens_per_second
-        )
+        return greedy_decode(self.bundle, waveforms, prompts, max_new_tokens=self.max_new_tokens, tokens_per_second=self.tokens_per_second)
 
 
 def load_transcriber(

@@ -24,10 +24,7 @@ def hotword_prefix(hotwords: Sequence[str]) -> str:
     """The context block Fun-ASR-Nano reads before the task prompt when hotwords are given."""
     if not hotwords:
         return ""
-    return (
-        "请结合上下文信息，更加准确地完成语音转写任务。如果没有相关信息，我们会留空。\n\n\n**上下文信息：**\n\n\n"
-        f"热词列表：[{', '.join(hotwords)}]\n"
-    )
+    return f"请结合上下文信息，更加准确地完成语音转写任务。如果没有相关信息，我们会留空。\n\n\n**上下文信息：**\n\n\n热词列表：[{', '.join(hotwords)}]\n"
 
 
 def read_model_prompt(model_dir: str | Path) -> PromptSidecar | None:

@@ -117,11 +117,7 @@ def _batches(segments: list[tuple[int, int, np.ndarray]], options: DecodeOptions
     batch: list[tuple[int, int, np.ndarray]] = []
     for segment in ordered:
         longest = len(batch[0][2]) if batch else len(segment[2])
-        over_seconds = (
-            options.batch_seconds is not None
-            and batch
-            and longest * (len(batch) + 1) / MODEL_SAMPLE_RATE > options.batch_seconds
-        )
+        over_seconds = options.batch_seconds is not None and batch and longest * (len(batch) + 1) / MODEL_SAMPLE_RATE > options.batch_seconds
         if batch and (len(batch) >= options.batch_size or over_seconds):
             yield batch
             batch = []

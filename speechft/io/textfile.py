@@ -58,10 +58,7 @@ def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as error:
-                raise InputError(
-                    f"{name}:{lineno}: invalid UTF-8 at byte {error.start}; "
-                    "convert the file to UTF-8 (e.g. iconv -f GBK -t UTF-8)"
-                ) from None
+                raise InputError(f"{name}:{lineno}: invalid UTF-8 at byte {error.start}; convert the file to UTF-8 (e.g. iconv -f GBK -t UTF-8)") from None
             yield lineno, line.rstrip("\r\n")
     finally:
         if close:
@@ -82,10 +79,7 @@ def read_keyed(path: str | Path, *, what: str = "file") -> dict[str, str]:
     result: dict[str, str] = {}
     for entry in iter_keyed(path):
         if entry.key in seen:
-            raise InputError(
-                f"{path}:{entry.lineno}: duplicate key {entry.key!r} in {what} "
-                f"(first at line {seen[entry.key]}); keys must be unique"
-            )
+            raise InputError(f"{path}:{entry.lineno}: duplicate key {entry.key!r} in {what} (first at line {seen[entry.key]}); keys must be unique")
         seen[entry.key] = entry.lineno
         result[entry.key] = entry.text
     return result

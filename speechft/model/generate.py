@@ -23,9 +23,7 @@ def clean_text(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-def _left_padded_prompts(
-    tokenizer: Any, prompts: Sequence[str], token_counts: Sequence[int], systems: Sequence[str], pad_id: int
-) -> tuple[Any, Any, Any]:
+def _left_padded_prompts(tokenizer: Any, prompts: Sequence[str], token_counts: Sequence[int], systems: Sequence[str], pad_id: int) -> tuple[Any, Any, Any]:
     import torch
 
     rows, starts = [], []

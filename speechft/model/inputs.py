@@ -18,9 +18,7 @@ from speechft.model.build import CHAT_SYSTEM_PROMPT, audio_token_count
 IGNORE_INDEX = -100
 
 
-def prompt_ids(
-    tokenizer: Any, prompt: str, audio_tokens: int, *, system: str = CHAT_SYSTEM_PROMPT, suffix: str = ""
-) -> tuple[list[int], int]:
+def prompt_ids(tokenizer: Any, prompt: str, audio_tokens: int, *, system: str = CHAT_SYSTEM_PROMPT, suffix: str = "") -> tuple[list[int], int]:
     """Token ids of the ChatML prompt with `audio_tokens` placeholders; also where the audio starts."""
     head = tokenizer.encode(f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{prompt}")
     tail = tokenizer.encode(f"{suffix}<|im_end|>\n<|im_start|>assistant\n")

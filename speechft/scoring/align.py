@@ -67,10 +67,7 @@ class Counts:
         length = self.correct + self.substitutions + self.deletions
         errors = self.substitutions + self.deletions + self.insertions
         rate = errors / length if length else (1.0 if errors else 0.0)  # as error_rate, inlined
-        return (
-            f"{rate * 100:4.2f} % N={length} Cor={self.correct} "
-            f"Sub={self.substitutions} Del={self.deletions} Ins={self.insertions}"
-        )
+        return f"{rate * 100:4.2f} % N={length} Cor={self.correct} Sub={self.substitutions} Del={self.deletions} Ins={self.insertions}"
 
     def kaldi_text(self, label: str = "WER") -> str:
         """``%WER 5.23 [ 65 / 1234, 6 ins, 19 del, 40 sub ]`` as Kaldi's compute-wer prints it."""
@@ -103,9 +100,7 @@ def align(reference: TokenSequence, hypothesis: TokenSequence) -> list[AlignedPa
     return aligned_pairs(reference, hypothesis, edit_operations(reference, hypothesis))
 
 
-def aligned_pairs(
-    reference: TokenSequence, hypothesis: TokenSequence, edits: Sequence[EditOperation]
-) -> list[AlignedPair]:
+def aligned_pairs(reference: TokenSequence, hypothesis: TokenSequence, edits: Sequence[EditOperation]) -> list[AlignedPair]:
     """Every column of the alignment given its edits, matches included, left to right."""
     pairs: list[AlignedPair] = []
     reference_index = hypothesis_index = 0
@@ -129,9 +124,7 @@ def aligned_pairs(
     return pairs
 
 
-def aligned_lines(
-    reference: TokenSequence, hypothesis: TokenSequence, edits: Sequence[EditOperation]
-) -> tuple[str, str]:
+def aligned_lines(reference: TokenSequence, hypothesis: TokenSequence, edits: Sequence[EditOperation]) -> tuple[str, str]:
     """The alignment as two lines whose tokens line up in a terminal (compute-wer's layout).
 
     Tokens are separated by single spaces; a deleted token faces spaces of its display width, an

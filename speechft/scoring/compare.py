@@ -64,10 +64,7 @@ def compare(
 
     lengths = numpy.array([utterance.counts.reference_length for utterance in baseline.utterances], dtype=numpy.int64)
     differences = numpy.array(
-        [
-            after.counts.errors - before.counts.errors
-            for before, after in zip(baseline.utterances, candidate.utterances)
-        ],
+        [after.counts.errors - before.counts.errors for before, after in zip(baseline.utterances, candidate.utterances)],
         dtype=numpy.int64,
     )
     utterance_count = len(lengths)

@@ -33,9 +33,7 @@ def render_summary(console: Console, score: SystemScore) -> None:
     table.add_column("Rate", justify="right")
     for header in ("Err %", "N", "Cor", "Sub", "Del", "Ins", "SER %"):
         table.add_column(header, justify="right")
-    rows: list[tuple[str, str, Counts, str]] = [
-        ("Overall", "CER" if score.by_character else "mixed", score.overall, _percent(score.sentence_error_rate))
-    ]
+    rows: list[tuple[str, str, Counts, str]] = [("Overall", "CER" if score.by_character else "mixed", score.overall, _percent(score.sentence_error_rate))]
     for name, counts in score.by_class.items():
         rows.append((name, _rate_label(name, score.by_character), counts, ""))
     for name, label, counts, sentence_rate in rows:
@@ -122,8 +120,7 @@ def render_key_warnings(console: Console, score: SystemScore) -> None:
         console.print(
             Text.assemble(
                 ("warning: ", "bold yellow"),
-                f"{len(score.extra_keys)} hypotheses in {score.name} have no reference and are not scored: "
-                f"{_some_keys(score.extra_keys)}",
+                f"{len(score.extra_keys)} hypotheses in {score.name} have no reference and are not scored: {_some_keys(score.extra_keys)}",
             )
         )
 
@@ -163,8 +160,7 @@ def render_comparison(console: Console, scores: Sequence[SystemScore], compariso
         first = comparisons[0]
         console.print(
             Text(
-                f"pp = percentage points; CI: paired bootstrap over utterances, {first.resamples} resamples, "
-                f"seed {first.seed}; * = excludes 0",
+                f"pp = percentage points; CI: paired bootstrap over utterances, {first.resamples} resamples, seed {first.seed}; * = excludes 0",
                 style="dim",
             )
         )

@@ -101,9 +101,7 @@ class SystemScore:
             return []
         wrong = (utterance for utterance in self.utterances if utterance.counts.errors)
         # nsmallest is stable (ties keep file order) and does not sort the whole corpus.
-        return heapq.nsmallest(
-            count, wrong, key=lambda utterance: (-utterance.counts.errors, -utterance.counts.error_rate)
-        )
+        return heapq.nsmallest(count, wrong, key=lambda utterance: (-utterance.counts.errors, -utterance.counts.error_rate))
 
 
 def read_transcripts(path: str | Path, *, what: str) -> dict[str, str]:
@@ -160,21 +158,15 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _score_transcripts(
-    references: Mapping[str, str], hypotheses: Mapping[str, str], *, name: str, by_character: bool
-) -> SystemScore:
+def _score_transcripts(references: Mapping[str, str], hypotheses: Mapping[str, str], *, name: str, by_character: bool) -> SystemScore:
     utterances: list[UtteranceScore] = []
     missing_keys: list[str] = []
     class_totals = {name: [0, 0, 0, 0] for name in CLASSES}  # N, Sub, Del, Ins per class
     classes = _ClassCache()
     correct_total = substitutions_total = deletions_total = insertions_total = 0
     reference_sequences = tokenize_many(list(references.values()), by_character=by_character)
-    hypothesis_sequences = tokenize_many(
-        [hypotheses.get(key, "") for key in references], by_character=by_character
-    )
-    for (key, reference_text), reference, hypothesis in zip(
-        references.items(), reference_sequences, hypothesis_sequences
-    ):
+    hypothesis_sequences = tokenize_many([hypotheses.get(key, "") for key in references], by_character=by_character)
+    for (key, reference_text), reference, hypothesis in zip(references.items(), reference_sequences, hypothesis_sequences):
         hypothesis_text = hypotheses.get(key)
         if hypothesis_text is None:
             missing_keys.append(key)
@@ -195,9 +187,7 @@ def _score_transcripts(
         substitutions_total += substitutions
         deletions_total += deletions
         insertions_total += insertions
-        utterances.append(
-            UtteranceScore(key, counts, reference_text, hypothesis_text, reference, hypothesis, edits)
-        )
+        utterances.append(UtteranceScore(key, counts, reference_text, hypothesis_text, reference, hypothesis, edits))
     _count_reference_classes(reference_sequences, class_totals, classes)
     extra_keys = tuple(key for key in hypotheses if key not in references)
     return SystemScore(
@@ -219,9 +209,7 @@ class _ClassCache(dict[str, str]):
         return self[token]
 
 
-def _count_reference_classes(
-    sequences: Sequence[TokenSequence], class_totals: Mapping[str, list[int]], classes: _ClassCache
-) -> None:
+def _count_reference_classes(sequences: Sequence[TokenSequence], class_totals: Mapping[str, list[int]], classes: _ClassCache) -> None:
     # One pass over all reference tokens at once: a corpus of ideographs only is one regex check.
     characters = "".join(sequence for sequence in sequences if isinstance(sequence, str))
     if is_ideographs(characters):
@@ -256,14 +244,9 @@ def write_compute_wer(score: SystemScore, stream: IO[str]) -> None:
 
 def _compute_wer_text(score: SystemScore) -> str:
     parts: list[str] = []
-    lines = aligned_lines_many(
-        [(utterance.reference_tokens, utterance.hypothesis_tokens, utterance.edits) for utterance in score.utterances]
-    )
+    lines = aligned_lines_many([(utterance.reference_tokens, utterance.hypothesis_tokens, utterance.edits) for utterance in score.utterances])
     for utterance, (reference_line, hypothesis_line) in zip(score.utterances, lines):
-        parts.append(
-            f"utt: {utterance.key}\nWER: {utterance.counts.compute_wer_text()}\n"
-            f"ref: {reference_line}\nhyp: {hypothesis_line}\n\n"
-        )
+        parts.append(f"utt: {utterance.key}\nWER: {utterance.counts.compute_wer_text()}\nref: {reference_line}\nhyp: {hypothesis_line}\n\n")
     parts.append(f"{RULE}\nOverall -> {score.overall.compute_wer_text()}\n")
     for name, counts in score.by_class.items():
         parts.append(f"{name} -> {counts.compute_wer_text()}\n")
@@ -302,8 +285,5 @@ def system_json(score: SystemScore) -> dict[str, Any]:
         },
         "missing_keys": list(score.missing_keys),
         "extra_keys": list(score.extra_keys),
-        "utterances": [
-            {"key": utterance.key, "missing": utterance.missing, **counts_json(utterance.counts)}
-            for utterance in score.utterances
-        ],
+        "utterances": [{"key": utterance.key, "missing": utterance.missing, **counts_json(utterance.counts)} for utterance in score.utterances],
     }

@@ -56,20 +56,14 @@ def score_hypotheses(
         raise InputError(f"{reference_path}: the reference has no utterances (expected `key text` lines)")
     labels = system_labels([str(path) for path in hypothesis_paths])
     scores = tuple(
-        score_transcripts(
-            references, read_transcripts(path, what="hypothesis"), name=label, by_character=by_character
-        )
+        score_transcripts(references, read_transcripts(path, what="hypothesis"), name=label, by_character=by_character)
         for path, label in zip(hypothesis_paths, labels)
     )
-    comparisons = tuple(
-        compare(scores[0], candidate, resamples=resamples, seed=seed) for candidate in scores[1:]
-    )
+    comparisons = tuple(compare(scores[0], candidate, resamples=resamples, seed=seed) for candidate in scores[1:])
     return ScoringResult(str(reference_path), scores, comparisons)
 
 
-def check_outputs(
-    reference_path: str | Path, hypothesis_paths: Sequence[str | Path], output_paths: Sequence[str | Path]
-) -> None:
+def check_outputs(reference_path: str | Path, hypothesis_paths: Sequence[str | Path], output_paths: Sequence[str | Path]) -> None:
     """One compute-wer output per hypothesis (same order), never over an input file."""
     if output_paths and len(output_paths) != len(hypothesis_paths):
         raise UsageError(

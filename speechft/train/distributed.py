@@ -166,9 +166,7 @@ def wrap_for_training(module: Any, world: World) -> Any:
     from torch.nn.parallel import DistributedDataParallel
 
     # Buffers never change during training (no batch norm), so there is nothing to broadcast.
-    return DistributedDataParallel(
-        module, device_ids=[world.device.index] if world.device.type == "cuda" else None, broadcast_buffers=False
-    )
+    return DistributedDataParallel(module, device_ids=[world.device.index] if world.device.type == "cuda" else None, broadcast_buffers=False)
 
 
 def unwrap(module: Any) -> Any:
@@ -258,9 +256,7 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def torchrun_command(
-    program: Sequence[str], *, nproc_per_node: int, nnodes: int, node_rank: int, master_addr: str, master_port: int
-) -> list[str]:
+def torchrun_command(program: Sequence[str], *, nproc_per_node: int, nnodes: int, node_rank: int, master_addr: str, master_port: int) -> list[str]:
     """`python -m torch.distributed.run ... <program>` (e.g. `-m module RUN_DIR`): torchrun's own static rendezvous."""
     return [
         sys.executable,

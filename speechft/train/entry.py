@@ -145,7 +145,9 @@ def launch_ranks(launch: Launch, request: TrainRequest) -> int:
         master_addr=launch.master_addr,
         master_port=port,
     )
-    console.err.print(f"starting {launch.nproc_per_node} rank(s) on node {launch.node_rank} of {launch.nnodes}: {distributed.quote_command(command)}", soft_wrap=True)
+    console.err.print(
+        f"starting {launch.nproc_per_node} rank(s) on node {launch.node_rank} of {launch.nnodes}: {distributed.quote_command(command)}", soft_wrap=True
+    )
     started = time.time()
     code = distributed.launch(command)
     stopped = run_dir / STOPPED_FILE
@@ -192,4 +194,3 @@ def report(result: TrainResult) -> None:
         f"(val CER {cer}); skipped samples: {result.skipped_samples}"
     )
     console.out.print(f"model directory: {result.output_dir}  (use it as --model-dir for `speechft decode`)")
-

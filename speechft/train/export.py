@@ -65,7 +65,11 @@ def selected_weights(run_dir: Path, select: str) -> tuple[dict[str, Any], list[C
 def _key_mismatch(first: CheckpointInfo, first_keys: set[str], other: CheckpointInfo, other_keys: set[str], select: str) -> str:
     only_first = sorted(first_keys - other_keys)
     only_other = sorted(other_keys - first_keys)
-    parts = [f"only in {info.path.name}: {', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''} ({len(keys)})" for info, keys in ((first, only_first), (other, only_other)) if keys]
+    parts = [
+        f"only in {info.path.name}: {', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''} ({len(keys)})"
+        for info, keys in ((first, only_first), (other, only_other))
+        if keys
+    ]
     return (
         f"checkpoint.select {select}: {first.path} and {other.path} hold different weights ({'; '.join(parts)}); "
         "they were written by runs that trained different modules. Average checkpoints of one run only: "

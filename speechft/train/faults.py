@@ -192,8 +192,12 @@ def stop_if_mostly_skipped(run: Run, state: TrainState, *, nothing_trained: str 
     problem = None
     if world.is_main and (nothing_trained or state.skipped_samples):
         problem = skip_problem(
-            read_skip_records(output_dir / SKIPPED_FILE), run.data.corpus_utterances, run.config.data.max_skip_fraction,
-            full_list=output_dir / SKIPPED_FILE, nothing_trained=nothing_trained, checkpointed=bool(list_checkpoints(output_dir)),
+            read_skip_records(output_dir / SKIPPED_FILE),
+            run.data.corpus_utterances,
+            run.config.data.max_skip_fraction,
+            full_list=output_dir / SKIPPED_FILE,
+            nothing_trained=nothing_trained,
+            checkpointed=bool(list_checkpoints(output_dir)),
         )
     (stopping,) = dist_tools.sum_across(world, [1 if problem else 0])
     if stopping:

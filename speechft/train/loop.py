@@ -108,7 +108,9 @@ def setup(request: TrainRequest, world: dist_tools.World) -> tuple[Run, TrainSta
     skipped_keys = sorted({skip.key for skip in data.skipped})
     state = TrainState(skipped_samples=len(skipped_keys), skipped_keys=skipped_keys)
     if resume_from is not None:
-        state = TrainState(**ckpt.resume_training(resume_from, model=model, forward_module=forward_module, optimizer=optimizer, scheduler=scheduler, world=world))
+        state = TrainState(
+            **ckpt.resume_training(resume_from, model=model, forward_module=forward_module, optimizer=optimizer, scheduler=scheduler, world=world)
+        )
     run = Run(request, config, world, bundle, data, forward_module, optimizer, scheduler, total_steps, autocast_dtype)
     if world.is_main:
         announce_start(run, state, resume_from)
@@ -169,9 +171,7 @@ def _train_group(run: Run, state: TrainState, group: list[Batch], stop: faults.G
     config, world = run.config, run.world
     usable = [b for b in group if len(b)]
     skips = [s for b in group for s in b.skipped if s.key not in state.skipped_keys]
-    step_tokens, empty_ranks, skipping_ranks = dist_tools.sum_across(
-        world, [sum(b.target_tokens for b in usable), 0 if usable else 1, 1 if skips else 0]
-    )
+    step_tokens, empty_ranks, skipping_ranks = dist_tools.sum_across(world, [sum(b.target_tokens for b in usable), 0 if usable else 1, 1 if skips else 0])
     state.batch_in_epoch += len(group)
     new = faults.note_skips(world, run.request.output_dir, state.skipped_keys, skips, skipping_ranks > 0, state.step)
     state.skipped_keys += [skip.key for skip in new]
@@ -274,9 +274,18 @@ def _validate_and_checkpoint(run: Run, state: TrainState, log: RunLog, *, valida
         log.validation(state.step, state.epoch, result.loss, result.cer, run.data)
     state.last_validated_step = state.step
     ckpt.save_training_checkpoint(
-        run.request.output_dir, state.step, model=model, forward_module=run.forward_module, optimizer=run.optimizer,
-        scheduler=run.scheduler, world=world, train_state=asdict(state), keep_last=config.checkpoint.keep_last,
-        keep_best=config.checkpoint.average_count, val_cer=result.cer if result else None, val_loss=result.loss if result else None,
+        run.request.output_dir,
+        state.step,
+        model=model,
+        forward_module=run.forward_module,
+        optimizer=run.optimizer,
+        scheduler=run.scheduler,
+        world=world,
+        train_state=asdict(state),
+        keep_last=config.checkpoint.keep_last,
+        keep_best=config.checkpoint.average_count,
+        val_cer=result.cer if result else None,
+        val_loss=result.loss if result else None,
     )
     return result
 

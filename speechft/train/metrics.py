@@ -124,9 +124,17 @@ class RunLog:
         if self.metrics is not None and (step % self.log_every == 0 or step == 1):
             self.metrics.write(
                 {
-                    "kind": "train", "step": step, "epoch": epoch, "loss": loss, "lr": stats.lr, "grad_norm": stats.grad_norm,
-                    "audio_seconds_per_second": rate, "padding_fraction": stats.padding_fraction,
-                    "elapsed_s": time.monotonic() - self.window_start, "skipped_samples": skipped, "nonfinite_steps": nonfinite,
+                    "kind": "train",
+                    "step": step,
+                    "epoch": epoch,
+                    "loss": loss,
+                    "lr": stats.lr,
+                    "grad_norm": stats.grad_norm,
+                    "audio_seconds_per_second": rate,
+                    "padding_fraction": stats.padding_fraction,
+                    "elapsed_s": time.monotonic() - self.window_start,
+                    "skipped_samples": skipped,
+                    "nonfinite_steps": nonfinite,
                 }
             )
 
@@ -134,8 +142,14 @@ class RunLog:
         if self.metrics is not None:
             self.metrics.write(
                 {
-                    "kind": "validation", "step": step, "epoch": epoch, "val_loss": loss, "val_cer": cer,
-                    "val_utterances": len(data.val_samples), "val_from_train": data.val_from_train, "val_source": data.val_source,
+                    "kind": "validation",
+                    "step": step,
+                    "epoch": epoch,
+                    "val_loss": loss,
+                    "val_cer": cer,
+                    "val_utterances": len(data.val_samples),
+                    "val_from_train": data.val_from_train,
+                    "val_source": data.val_source,
                 }
             )
 

@@ -33,9 +33,7 @@ def make_optimizer(model: Any, config: TrainConfig, total_steps: int) -> tuple[A
     import torch
 
     parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        parameters, lr=config.optim.lr, betas=tuple(config.optim.betas), weight_decay=config.optim.weight_decay
-    )
+    optimizer = torch.optim.AdamW(parameters, lr=config.optim.lr, betas=tuple(config.optim.betas), weight_decay=config.optim.weight_decay)
     warmup = warmup_steps_for(config, total_steps)
     schedule = config.schedule
     scheduler = torch.optim.lr_scheduler.LambdaLR(

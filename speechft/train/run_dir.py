@@ -105,8 +105,7 @@ def read_run(run_dir: Path, *, wait_s: float = 0.0) -> TrainRequest:
         record = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(
-            f"{path}: not found; `speechft train` writes it before starting the ranks, and --output-dir must be on a "
-            "filesystem every node sees"
+            f"{path}: not found; `speechft train` writes it before starting the ranks, and --output-dir must be on a filesystem every node sees"
         ) from None
     except (OSError, ValueError) as error:
         raise InputError(f"{path}: unreadable ({error}); start the run again with `speechft train`") from None

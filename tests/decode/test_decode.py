@@ -61,8 +61,21 @@ def test_equals_funasr_generate(runner, model_dir, scp, funasr_texts, tmp_path, 
     output = tmp_path / "hyp.txt"
     result = runner.invoke(
         app,
-        ["decode", "--model-dir", str(model_dir), "--scp", str(scp), "--output", str(output),
-         "--batch-size", str(batch_size), "--max-new-tokens", str(MAX_TOKENS), "--device", "cpu"],
+        [
+            "decode",
+            "--model-dir",
+            str(model_dir),
+            "--scp",
+            str(scp),
+            "--output",
+            str(output),
+            "--batch-size",
+            str(batch_size),
+            "--max-new-tokens",
+            str(MAX_TOKENS),
+            "--device",
+            "cpu",
+        ],
     )
     assert result.exit_code == 0, result.output
     texts = _read(output)
@@ -78,8 +91,9 @@ def test_bad_audio_is_reported_and_exits_1(runner, model_dir, scp, tmp_path):
     bad_scp = tmp_path / "wav.scp"
     bad_scp.write_text(scp.read_text(encoding="utf-8").splitlines()[0] + f"\nmissing {tmp_path / 'nope.wav'}\nbroken {broken}\n", encoding="utf-8")
     output = tmp_path / "hyp.txt"
-    result = runner.invoke(app, ["decode", "--model-dir", str(model_dir), "--scp", str(bad_scp), "--output", str(output),
-                                 "--max-new-tokens", "4", "--device", "cpu"])
+    result = runner.invoke(
+        app, ["decode", "--model-dir", str(model_dir), "--scp", str(bad_scp), "--output", str(output), "--max-new-tokens", "4", "--device", "cpu"]
+    )
     assert result.exit_code == 1
     assert "2 utterance(s) could not be decoded" in result.stderr
     texts = _read(output)
@@ -114,8 +128,25 @@ def test_resume_after_partial_output(runner, model_dir, scp, funasr_texts, tmp_p
     output = tmp_path / "hyp.txt"
     keys = list(funasr_texts)
     output.write_text("".join(f"{key}\t{funasr_texts[key]}\n" for key in keys[5:9]) + "u00\tpartial li", encoding="utf-8")
-    result = runner.invoke(app, ["decode", "--model-dir", str(model_dir), "--scp", str(scp), "--output", str(output),
-                                 "--max-new-tokens", str(MAX_TOKENS), "--device", "cpu", "--resume", "--batch-size", "8"])
+    result = runner.invoke(
+        app,
+        [
+            "decode",
+            "--model-dir",
+            str(model_dir),
+            "--scp",
+            str(scp),
+            "--output",
+            str(output),
+            "--max-new-tokens",
+            str(MAX_TOKENS),
+            "--device",
+            "cpu",
+            "--resume",
+            "--batch-size",
+            "8",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "4 kept from an earlier run" in result.stderr
     assert _read(output) == funasr_texts

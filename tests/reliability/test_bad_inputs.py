@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
 from speech_fixtures import chatml_line, write_tone
 
 torch = pytest.importorskip("torch")
@@ -52,7 +51,9 @@ def write_bad_corpus(root: Path) -> tuple[Path, dict[str, str]]:
     expected["ten-minutes"] = "data.max_sample_tokens"
     add(chatml_line("empty-text", wav / "good1.wav", "   ", seconds=0.8))
     expected["empty-text"] = "empty transcript"
-    lines.append(json.dumps(chatml_line("latin1", wav / "good2.wav", "caf\u00e9", prompt="Speech transcription:", seconds=0.8), ensure_ascii=False).encode("latin-1"))
+    lines.append(
+        json.dumps(chatml_line("latin1", wav / "good2.wav", "caf\u00e9", prompt="Speech transcription:", seconds=0.8), ensure_ascii=False).encode("latin-1")
+    )
     expected["line-15"] = "not UTF-8"
     path = root / "train.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
@@ -61,12 +62,12 @@ def write_bad_corpus(root: Path) -> tuple[Path, dict[str, str]]:
 
 @pytest.mark.slow
 def test_every_bad_line_is_trained_or_skipped_with_its_reason(tmp_path: Path) -> None:
-    from speechft.testing.tiny_model import build_tiny_model_dir
-    from speechft.train.config import load_config
     from speechft.data.manifest import TrainSource
     from speechft.profiles import profiles_dir
-    from speechft.train.run_dir import TrainRequest
+    from speechft.testing.tiny_model import build_tiny_model_dir
+    from speechft.train.config import load_config
     from speechft.train.loop import run_training
+    from speechft.train.run_dir import TrainRequest
 
     corpus, expected = write_bad_corpus(tmp_path / "corpus")
     total = len(corpus.read_bytes().splitlines())

@@ -95,9 +95,7 @@ def test_kaldi_random_invariants():
         assert result.reference_length == len(reference)
 
 
-@pytest.mark.parametrize(
-    ("reference", "hypothesis", "total", "insertions", "deletions", "substitutions", "same_counts"), KALDIALIGN_CASES
-)
+@pytest.mark.parametrize(("reference", "hypothesis", "total", "insertions", "deletions", "substitutions", "same_counts"), KALDIALIGN_CASES)
 def test_kaldialign_cases(reference, hypothesis, total, insertions, deletions, substitutions, same_counts):
     result = counts(reference, hypothesis)
     assert result.errors == total
@@ -140,10 +138,7 @@ def _documented_alignment(reference, hypothesis):
     while prefix < min(len(reference), len(hypothesis)) and reference[prefix] == hypothesis[prefix]:
         prefix += 1
     suffix = 0
-    while (
-        suffix < min(len(reference), len(hypothesis)) - prefix
-        and reference[-1 - suffix] == hypothesis[-1 - suffix]
-    ):
+    while suffix < min(len(reference), len(hypothesis)) - prefix and reference[-1 - suffix] == hypothesis[-1 - suffix]:
         suffix += 1
     middle_reference = reference[prefix : len(reference) - suffix]
     middle_hypothesis = hypothesis[prefix : len(hypothesis) - suffix]

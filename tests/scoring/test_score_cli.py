@@ -114,9 +114,7 @@ def test_several_hypotheses_are_compared(runner, tmp_path):
 
 
 def test_output_count_must_match_hypotheses(runner, tmp_path):
-    result = runner.invoke(
-        app, ["score", str(DATA / "ref.txt"), str(DATA / "hyp.txt"), str(DATA / "hyp.txt"), "-o", str(tmp_path / "a")]
-    )
+    result = runner.invoke(app, ["score", str(DATA / "ref.txt"), str(DATA / "hyp.txt"), str(DATA / "hyp.txt"), "-o", str(tmp_path / "a")])
     assert result.exit_code == 2
     assert "one --output per HYP" in result.stderr
 
@@ -151,9 +149,7 @@ def test_char_option(runner, tmp_path):
 
 
 def test_help_explains_char():
-    result = subprocess.run(
-        [sys.executable, "-m", "speechft", "score", "--help"], capture_output=True, text=True, check=False
-    )
+    result = subprocess.run([sys.executable, "-m", "speechft", "score", "--help"], capture_output=True, text=True, check=False)
     assert result.returncode == 0
     assert "--char" in result.stdout and "characters" in result.stdout
 

@@ -109,9 +109,7 @@ def test_by_character():
 
 
 def test_worst_ranks_by_errors_then_rate_then_order():
-    score = score_transcripts(
-        {"a": "一 二 三 四", "b": "一", "c": "一 二", "d": "一"}, {"a": "一", "b": "二", "c": "三 四", "d": "一"}
-    )
+    score = score_transcripts({"a": "一 二 三 四", "b": "一", "c": "一 二", "d": "一"}, {"a": "一", "b": "二", "c": "三 四", "d": "一"})
     assert [utterance.key for utterance in score.worst(10)] == ["a", "c", "b"]
 
 

@@ -84,10 +84,7 @@ def join_segments(scp: KeyedFile, text: KeyedFile, segments: KeyedFile) -> list[
     A recording that no segment uses is rejected as `no_segments`.
     """
     parsed: dict[str, Segment | BadLine] = {key: parse_segment(entry, segments.name) for key, entry in segments.entries.items()}
-    used_recordings = {
-        segment.recording if isinstance(segment, Segment) else segments.entries[key].value.split()[0]
-        for key, segment in parsed.items()
-    }
+    used_recordings = {segment.recording if isinstance(segment, Segment) else segments.entries[key].value.split()[0] for key, segment in parsed.items()}
     utterances = list(dict.fromkeys([*segments.keys_in_order(), *text.keys_in_order()]))
     outcomes = [_segment_outcome(key, parsed.get(key), scp, text, segments) for key in utterances]
     utterance_keys = set(utterances)
@@ -101,9 +98,7 @@ def join_segments(scp: KeyedFile, text: KeyedFile, segments: KeyedFile) -> list[
     return outcomes
 
 
-def _segment_outcome(
-    key: str, segment: Segment | BadLine | None, scp: KeyedFile, text: KeyedFile, segments: KeyedFile
-) -> Candidate | Rejection:
+def _segment_outcome(key: str, segment: Segment | BadLine | None, scp: KeyedFile, text: KeyedFile, segments: KeyedFile) -> Candidate | Rejection:
     if isinstance(segment, BadLine) and key not in segments.bad and key not in segments.conflicts:
         return Rejection(key, BAD_LINE, segment.detail)
     location = None

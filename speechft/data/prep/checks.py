@@ -83,9 +83,7 @@ def segment_extent(key: str, segment: Segment, recording: AudioInfo) -> Segment 
     duration_s = recording.duration_s
     end_s = duration_s if segment.end_s == -1 else segment.end_s
     if segment.start_s >= duration_s or end_s > duration_s + SEGMENT_MAX_OVERSHOOT_S:
-        return Rejection(
-            key, BAD_SEGMENT, f"{segment.start_s}..{segment.end_s} s is outside recording {segment.recording} ({duration_s:.3f} s)"
-        )
+        return Rejection(key, BAD_SEGMENT, f"{segment.start_s}..{segment.end_s} s is outside recording {segment.recording} ({duration_s:.3f} s)")
     length = recording.frames
     if recording.sample_rate != MODEL_SAMPLE_RATE:
         length = math.ceil(recording.frames * MODEL_SAMPLE_RATE / recording.sample_rate)

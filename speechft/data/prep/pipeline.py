@@ -62,8 +62,11 @@ def prepare(options: PrepOptions, progress: ProgressCallback | None = None) -> P
     write.write_sidecar(options.out, options.policy, prompts_used)
     warned = {**audio_warnings(candidates, probed), REPEATED_LINE: joined.repeated}
     facts = RunFacts(
-        write.output_paths(options), f"{options.tokenizer_dir} ({counter.source})", jobs,
-        time.perf_counter() - started, options.max_reject_fraction,
+        write.output_paths(options),
+        f"{options.tokenizer_dir} ({counter.source})",
+        jobs,
+        time.perf_counter() - started,
+        options.max_reject_fraction,
     )
     summary = summarize(len(order), kept, sides, rejections, {name: warned[name] for name in WARNINGS}, prompts_used, facts)
     write.write_summary(options.summary_path, summary)

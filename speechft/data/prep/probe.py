@@ -84,9 +84,7 @@ def _chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:
 class HeaderReads:
     """Header reads under way; :meth:`results` waits and returns them in the order of `locations`."""
 
-    def __init__(
-        self, locations: Sequence[str], pool: Any, jobs: int, timeout_s: float, retries: int, progress: ProgressCallback
-    ) -> None:
+    def __init__(self, locations: Sequence[str], pool: Any, jobs: int, timeout_s: float, retries: int, progress: ProgressCallback) -> None:
         self.locations = locations
         self.progress = progress
         self.local = [index for index, location in enumerate(locations) if not audio.is_url(location)]

@@ -49,8 +49,7 @@ def cut_segments(
     for index, utterance in enumerate(kept):
         by_recording.setdefault(utterance.location, []).append(index)
     jobs = [
-        SegmentJob(location, [(*_samples(kept[index]), targets[index]) for index in indices], timeout_s, retries)
-        for location, indices in by_recording.items()
+        SegmentJob(location, [(*_samples(kept[index]), targets[index]) for index in indices], timeout_s, retries) for location, indices in by_recording.items()
     ]
     cut: dict[int, int | Unreadable] = {}
     progress("segments", 0, len(kept))

@@ -168,4 +168,3 @@ class TooManyRejectsError(InputError):
             f"see {summary.outputs['rejects']} for why, fix the corpus or raise --max-reject-fraction"
         )
         self.summary = summary
-
