@@ -1,6 +1,6 @@
 """Fine-tune Fun-ASR-Nano from the official model directory with a data-size profile.
 
-Profiles: small-data (adaptor only, < 1000 h), medium-data (encoder + adaptor, < 5000 h), large-data (everything, > 10000 h), auto (chosen from the hours in the train jsonl), or a YAML path.
+Profiles: small-data (adaptor only, < 1000 h), medium-data (encoder + adaptor, < 5000 h), large-data (everything, > 10000 h), llm-lora (adaptor + LoRA adapters on the LLM), auto (chosen from the hours in the train jsonl), or a YAML path.
 
 Trailing KEY=VALUE arguments override the profile (e.g. optim.lr=1e-4 max_epochs=3). More train files may follow --train, each optionally weighted as FILE:WEIGHT: `--train domain.jsonl general.jsonl:0.2` replays a fifth of the general data each epoch.
 
@@ -34,7 +34,9 @@ def command(
     extra: Annotated[list[str] | None, typer.Argument(help="More train files, and KEY=VALUE config overrides.", show_default=False)] = None,
     profile: Annotated[
         str,
-        typer.Option("--profile", help="small-data (alias adaptor-only) | medium-data (alias encoder+adaptor) | large-data (alias full) | auto | path.yaml"),
+        typer.Option(
+            "--profile", help="small-data (alias adaptor-only) | medium-data (alias encoder+adaptor) | large-data (alias full) | llm-lora | auto | path.yaml"
+        ),
     ] = "auto",
     val: Annotated[
         Path | None, typer.Option("--val", help="Validation jsonl (default: a slice of the training data held out by key hash and not trained on).")
@@ -89,7 +91,7 @@ def render_dry_run(report: DryRunReport) -> None:
     table.add_column("module")
     table.add_column("trainable", justify="right")
     table.add_column("frozen", justify="right")
-    for name in ("encoder", "adaptor", "llm", "ctc", "other"):
+    for name in ("encoder", "adaptor", "llm", "lora", "ctc", "other"):
         if name in report.modules:
             count = report.modules[name]
             table.add_row(name, f"{count.trainable:,}", f"{count.frozen:,}")

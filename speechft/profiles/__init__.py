@@ -11,8 +11,12 @@ from pathlib import Path
 
 from speechft.errors import ConfigError
 
-PROFILES = ("small-data", "medium-data", "large-data")
-# The names users know from the guide's advice, one per profile.
+# One per data-size rule of the guide; `--profile auto` chooses among these.
+GUIDE_PROFILES = ("small-data", "medium-data", "large-data")
+# Shipped besides the guide's rules, chosen by name only (auto never picks them, and they have no alias).
+OTHER_PROFILES = ("llm-lora",)
+PROFILES = GUIDE_PROFILES + OTHER_PROFILES
+# The names users know from the guide's advice, one per guide profile.
 PROFILE_ALIASES = {"adaptor-only": "small-data", "encoder+adaptor": "medium-data", "full": "large-data"}
 # The Fun-ASR guide: < 1000 h train the adaptor; < 5000 h encoder + adaptor; > 10000 h everything.
 SMALL_DATA_MAX_HOURS = 1000.0

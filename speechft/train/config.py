@@ -171,6 +171,26 @@ class DistributedConfig:
 
 
 @dataclass(frozen=True)
+class LoraConfig:
+    enabled: bool = False
+    """Train low-rank adapters (PEFT LoRA) on the frozen LLM; the output model.pt gets them merged in."""
+    rank: int = 16
+    """Rank r of each adapter pair (B·A); the release's lora_conf uses 16."""
+    alpha: int = 32
+    """Scale numerator: the adapters add (alpha / rank)·B·A to each target weight."""
+    dropout: float = 0.05
+    """Dropout on the adapters' input while training."""
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    """Names of the LLM's Linear layers that get adapters (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)."""
+
+    def __post_init__(self) -> None:
+        _check(self.rank >= 1, "lora.rank", "must be >= 1")
+        _check(self.alpha > 0, "lora.alpha", "must be > 0")
+        _check(0 <= self.dropout < 1, "lora.dropout", "must be in [0, 1)")
+        _check(len(self.target_modules) > 0, "lora.target_modules", "must name at least one Linear layer of the LLM (e.g. [q_proj, v_proj])")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     trainable: tuple[Module, ...] = ("adaptor",)
     """Modules whose weights train: any of encoder, adaptor, llm. The rest stay frozen in eval mode."""
@@ -197,9 +217,17 @@ class TrainConfig:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
     def __post_init__(self) -> None:
-        _check(len(self.trainable) > 0, "trainable", f"must list at least one of {', '.join(typing.get_args(Module))}")
+        modules = ", ".join(typing.get_args(Module))
+        _check(len(self.trainable) > 0 or self.lora.enabled, "trainable", f"must list at least one of {modules} (or set lora.enabled=true)")
+        # Adapters on weights that train themselves would be two updates of one matrix.
+        _check(
+            not (self.lora.enabled and "llm" in self.trainable),
+            "lora.enabled",
+            "LoRA adapts a frozen LLM: remove llm from trainable, or set lora.enabled=false to fine-tune the whole LLM",
+        )
         _check(self.max_epochs >= 1, "max_epochs", "must be >= 1")
         _check(self.max_steps >= 0, "max_steps", "must be >= 0")
         _check(self.log_every >= 1, "log_every", "must be >= 1")

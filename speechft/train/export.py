@@ -3,7 +3,8 @@
 At the end of a run the output directory becomes a complete model directory loadable by speechft
 and funasr.AutoModel: `config.yaml`, `configuration.json`, `Qwen3-0.6B/` (config and tokenizer
 only) copied from the base, the prompt the data was written with, and a `model.pt` holding every
-weight (LLM included) of the checkpoint(s) `checkpoint.select` names.
+weight (LLM included) of the checkpoint(s) `checkpoint.select` names; a LoRA run's adapters are
+merged into those weights and also kept unmerged in `lora/` (PEFT's format).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from speechft.errors import InputError, TrainingError
 from speechft.io import atomic
 from speechft.model.build import CONFIG_FILE, CONFIGURATION_FILE, LLM_FOLDER, WEIGHTS_FILE, ModelBundle, read_state_dict
 from speechft.train.checkpoint import CHECKPOINTS, TRAINABLE_FILE, CheckpointInfo, best_checkpoints, list_checkpoints
+from speechft.train.config import LoraConfig
+from speechft.train.lora import LORA_FOLDER, is_adapter_name, merge_into, merged_deltas, plain_name, save_adapters
 
 # Small files of the base directory the output needs besides config, weights and LLM folder.
 EXTRA_MODEL_FILES = ("multilingual.tiktoken", "am.mvn")
@@ -108,7 +111,13 @@ def tied_aliases(model: Any) -> dict[str, str]:
 
 
 def export_state(
-    model: Any, base_state: dict[str, Any], trained: dict[str, Any], whole: dict[str, Any] | None = None, *, llm_dtype: Any = None
+    model: Any,
+    base_state: dict[str, Any],
+    trained: dict[str, Any],
+    whole: dict[str, Any] | None = None,
+    *,
+    llm_dtype: Any = None,
+    lora_deltas: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The fine-tuned `model.pt`: every tensor of the base file exactly as it was stored there
     (bit for bit, dtype included), except the trained ones. Trained encoder and adaptor tensors are
@@ -118,15 +127,20 @@ def export_state(
     a trained parameter (Qwen3's `lm_head`) gets the same trained value, so `best`/`avg:K`
     selections reach it too.
 
+    `lora_deltas` (plain weight name -> (alpha/r)·B·A, fp32) are merged: W + delta computed in
+    fp32 and stored in W's dtype in the base file, so the output is a plain model; adapter tensors
+    never reach it, and a wrapped layer's weight keeps its plain name (no `base_layer.`).
+
     Keys the model has and the base file lacks (a load with --allow-missing) come from `whole`
     (gathered FSDP weights) or the model; nothing else is added, so a base file without a CTC head
     gives an output without one.
     """
     import torch
 
-    whole = whole or {}
+    whole = _plain(whole or {})
+    lora_deltas = lora_deltas or {}
     aliases = tied_aliases(model)
-    model_state = model.state_dict()
+    model_state = _plain(model.state_dict())
     exported: dict[str, Any] = {}
     for name in [*base_state, *(key for key in model_state if key not in base_state)]:
         source = aliases.get(name, name)
@@ -137,16 +151,46 @@ def export_state(
             value = base_state[name]
         else:
             value = whole.get(name, model_state[name]).detach().to("cpu")
+        if name in lora_deltas:
+            value = merge_into(value, lora_deltas[name])
         exported[name] = value.contiguous().clone()
+    unmerged = sorted(set(lora_deltas) - set(exported))
+    if unmerged:
+        raise TrainingError(f"LoRA adapters for weights the model does not have ({', '.join(unmerged[:3])}); the checkpoints belong to another model")
     return exported
 
 
-def export_model(run_dir: Path, bundle: ModelBundle, select: str, whole: dict[str, Any] | None = None) -> list[CheckpointInfo]:
+def _plain(state: dict[str, Any]) -> dict[str, Any]:
+    """`state` under the names of a plain model: adapters dropped, `base_layer.` taken out."""
+    renamed = {}
+    for name, tensor in state.items():
+        plain = plain_name(name)
+        if plain is not None:
+            renamed[plain] = tensor
+    return renamed
+
+
+def export_model(
+    run_dir: Path, bundle: ModelBundle, select: str, whole: dict[str, Any] | None = None, *, lora: LoraConfig | None = None
+) -> list[CheckpointInfo]:
     """Write `run_dir`'s model.pt (and the rest of the model directory) from the `select`ed
-    checkpoint(s) over `bundle`'s base weights; return the checkpoints used."""
+    checkpoint(s) over `bundle`'s base weights; return the checkpoints used.
+
+    With `lora.enabled`, the adapters of every selected checkpoint are merged (the mean of their
+    (alpha/r)·B·A products) and the first selected checkpoint's adapters, the best one for `best`
+    and `avg:K` and the last for `last`, are written unmerged to `lora/` in PEFT's format.
+    """
+    import torch
+
     weights, chosen = selected_weights(run_dir, select)
+    deltas = None
+    if lora is not None and lora.enabled:
+        states = [torch.load(info.path / TRAINABLE_FILE, map_location="cpu", weights_only=True) for info in chosen]
+        deltas = merged_deltas(states, lora)
+        weights = {name: tensor for name, tensor in weights.items() if not is_adapter_name(name)}
+        save_adapters(run_dir / LORA_FOLDER, states[0], lora, source=chosen[0].path.name)
     base = read_state_dict(bundle.weights_path, mmap=True)
-    write_model_dir(run_dir, bundle.model_dir, export_state(bundle.model, base, weights, whole, llm_dtype=bundle.llm_dtype))
+    write_model_dir(run_dir, bundle.model_dir, export_state(bundle.model, base, weights, whole, llm_dtype=bundle.llm_dtype, lora_deltas=deltas))
     return chosen
 
 

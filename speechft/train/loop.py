@@ -28,7 +28,7 @@ from speechft.errors import TrainingError
 from speechft.model.build import load_model
 from speechft.train import checkpoint as ckpt
 from speechft.train import distributed as dist_tools
-from speechft.train import export, faults, output_dir
+from speechft.train import export, faults, lora, output_dir
 from speechft.train.config import TrainConfig
 from speechft.train.corpus import prepare_data
 from speechft.train.metrics import RunLog, StepStats, announce_start, write_curves
@@ -93,6 +93,9 @@ def setup(request: TrainRequest, world: dist_tools.World) -> tuple[Run, TrainSta
             "its timestamps may drift (transcripts come from the LLM and are unaffected)[/]",
             soft_wrap=True,
         )
+    if config.lora.enabled:
+        # Before freezing and wrapping: the adapters are parameters DDP/FSDP and the optimizer must see.
+        lora.apply_lora(model, config.lora, config.seed)
     counts = apply_trainable(model, config.trainable)
     apply_speed_switches(model, config)
     if world.is_main:
@@ -297,7 +300,7 @@ def finish(run: Run, state: TrainState, last_loss: float | None, started: float)
     whole = ckpt.whole_weights(run.forward_module, world) if world.sharded else {}
     chosen = export.selected_checkpoints(request.output_dir, select)
     if world.is_main:
-        chosen = export.export_model(request.output_dir, run.bundle, select, whole)
+        chosen = export.export_model(request.output_dir, run.bundle, select, whole, lora=run.config.lora)
         export.copy_prompt_policy(request.train, request.output_dir)
         write_curves(request.output_dir)
     best = [c.val_cer for c in chosen if c.val_cer is not None]

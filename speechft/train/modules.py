@@ -10,6 +10,7 @@ from typing import Any
 from speechft.errors import ConfigError
 from speechft.model.build import module_of
 from speechft.train.config import TrainConfig
+from speechft.train.lora import is_adapter_name, train_adapter_dropout
 
 MODULE_ATTRIBUTES = {"encoder": "audio_encoder", "adaptor": "audio_adaptor", "llm": "llm"}
 
@@ -21,11 +22,15 @@ class ModuleCount:
 
 
 def apply_trainable(model: Any, trainable: Sequence[str]) -> dict[str, ModuleCount]:
-    """Set `requires_grad` by module (the CTC head never trains); count parameters per module."""
+    """Set `requires_grad` by module (the CTC head never trains); count parameters per module.
+
+    LoRA adapters (present when the run applied them) always train and count as module `lora`;
+    the LLM weights they wrap count as `llm`.
+    """
     counts: dict[str, ModuleCount] = {}
     for name, parameter in model.named_parameters():
-        module = module_of(name)
-        parameter.requires_grad = module in trainable
+        module = "lora" if is_adapter_name(name) else module_of(name)
+        parameter.requires_grad = module in trainable or module == "lora"
         count = counts.setdefault(module, ModuleCount())
         if parameter.requires_grad:
             count.trainable += parameter.numel()
@@ -39,6 +44,7 @@ def set_train_mode(model: Any, trainable: Sequence[str]) -> None:
     model.eval()
     for name in trainable:
         getattr(model, MODULE_ATTRIBUTES[name]).train()
+    train_adapter_dropout(model)
 
 
 def autocast_for(config: TrainConfig, device: Any) -> tuple[Any, Any]:

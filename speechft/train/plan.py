@@ -17,7 +17,7 @@ from speechft.data.sampler import TokenBatchSampler
 from speechft.errors import InputError
 from speechft.model.build import load_model
 from speechft.train import distributed as dist_tools
-from speechft.train import faults
+from speechft.train import faults, lora
 from speechft.train.checkpoint import seed_everything
 from speechft.train.config import TrainConfig, dump_config
 from speechft.train.corpus import TrainData, prepare_data
@@ -25,7 +25,7 @@ from speechft.train.modules import ModuleCount, apply_trainable, autocast_for
 from speechft.train.optim import warmup_steps_for
 from speechft.train.run_dir import TrainRequest
 
-MEMORY_NOTE = "rough: fp32 weights + fp32 grads/AdamW moments of trainable params + activations of the worst batch"
+MEMORY_NOTE = "rough: fp32 weights + fp32 grads/AdamW moments of trainable params (LoRA adapters included) + activations of the worst batch"
 
 
 @dataclass
@@ -74,6 +74,8 @@ def estimate_peak_memory(
     encoder_dim = model.audio_encoder.output_size()
     encoder_layers = len(model.audio_encoder.encoders) + len(model.audio_encoder.encoders0) + len(model.audio_encoder.tp_encoders)
     activation_bytes = 2 if autocast_dtype is not None else 4
+    # Each adapted layer keeps its input and A·x for backward (zero without LoRA).
+    adapter_values = lora.activation_values_per_token(model)
     worst = 0
     for batch in sampler.epoch_batches(0):
         utterances = [dataset.utterances[i] for i in batch]
@@ -81,7 +83,7 @@ def estimate_peak_memory(
         llm_tokens = max(40 + u.speech_frames // 48 + 1 + u.text_tokens for u in utterances)
         count = len(batch)
         # Rule of thumb: ~17 stored values per hidden unit per token per layer (attention + MLP).
-        llm = count * llm_tokens * hidden * layers * 17 * activation_bytes
+        llm = count * llm_tokens * (hidden * layers * 17 + adapter_values) * activation_bytes
         encoder = count * frames * encoder_dim * encoder_layers * 17 * activation_bytes if "encoder" in trainable else 0
         logits = sum(u.text_tokens + 1 for u in utterances) * vocab * 4 * 3
         worst = max(worst, llm + encoder + logits)
@@ -94,6 +96,8 @@ def dry_run(request: TrainRequest) -> DryRunReport:
     device, autocast_dtype = autocast_for(config, dist_tools.resolve_device(config.device))
     seed_everything(config.seed)
     bundle = load_model(request.model_dir, device=str(device), allow_missing=request.allow_missing)
+    if config.lora.enabled:
+        lora.apply_lora(bundle.model, config.lora, config.seed)
     counts = apply_trainable(bundle.model, config.trainable)
     data = prepare_data(request, bundle)
     batches_per_epoch, steps_per_epoch, total_steps = plan_steps(config, data)

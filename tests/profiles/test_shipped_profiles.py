@@ -11,7 +11,7 @@ import yaml
 from speech_fixtures import chatml_line, write_jsonl
 
 from speechft.data.manifest import TrainSource
-from speechft.profiles import PROFILE_ALIASES, PROFILES, profile_for_hours, profiles_dir
+from speechft.profiles import GUIDE_PROFILES, PROFILE_ALIASES, PROFILES, profile_for_hours, profiles_dir
 from speechft.train.config import TrainConfig, config_from_dict, config_to_dict, load_config
 from speechft.train.entry import resolve_profile
 
@@ -29,7 +29,7 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-@pytest.mark.parametrize("name", PROFILES)
+@pytest.mark.parametrize("name", GUIDE_PROFILES)
 def test_trimmed_profile_resolves_as_before(name: str) -> None:
     expected = _flatten(json.loads(RESOLVED.read_text(encoding="utf-8"))[name])
     resolved = _flatten(json.loads(json.dumps(config_to_dict(load_config(profiles_dir() / f"{name}.yaml")))))
@@ -50,13 +50,25 @@ def test_profile_sets_only_keys_that_differ_from_the_defaults(name: str) -> None
     assert not same, f"{name}.yaml repeats the schema's defaults for {same}; delete those keys"
 
 
-@pytest.mark.parametrize("name", PROFILES)
+@pytest.mark.parametrize("name", GUIDE_PROFILES)
 def test_profile_header_gives_command_rule_and_alias(name: str) -> None:
     lines = (profiles_dir() / f"{name}.yaml").read_text(encoding="utf-8").splitlines()
     assert lines[0].startswith(f"# speechft train --profile {name} --model-dir ")
     assert lines[1].startswith("# Rule (Fun-ASR guide): ") and "hours" in lines[1]
     aliases = [alias for alias, target in PROFILE_ALIASES.items() if target == name]
     assert aliases and lines[2] == f"# Also reachable as --profile {aliases[0]}, the guide's name for this advice."
+
+
+def test_llm_lora_header_says_when_and_that_auto_never_picks_it() -> None:
+    lines = (profiles_dir() / "llm-lora.yaml").read_text(encoding="utf-8").splitlines()
+    assert lines[0].startswith("# speechft train --profile llm-lora --model-dir ")
+    assert lines[1].startswith("# When: ") and "hours" in lines[1]
+    assert "no alias and --profile auto never picks it" in lines[2]
+    config = load_config(profiles_dir() / "llm-lora.yaml")
+    assert config.lora.enabled and config.trainable == ("adaptor",)
+    assert (config.lora.rank, config.lora.alpha, config.lora.dropout, config.lora.target_modules) == (16, 32, 0.05, ("q_proj", "v_proj"))
+    assert "llm-lora" not in PROFILE_ALIASES.values()
+    assert all(profile_for_hours(hours)[0] in GUIDE_PROFILES for hours in (0.1, 10, 500, 3000, 8000, 50000))
 
 
 def test_the_folder_holds_exactly_the_shipped_profiles() -> None:
