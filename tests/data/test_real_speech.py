@@ -11,7 +11,7 @@ import pytest
 
 from speechft.data import audio
 
-REAL_SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "real-speech"
+REAL_SPEECH = Path(__file__).resolve().parents[3] / "shared" / "real-speech"
 RAW_KEY = "en-psx-goforward-raw"
 
 pytestmark = pytest.mark.skipif(
