@@ -9,9 +9,7 @@ field's declared type, not by how YAML happened to parse them).
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,16 +18,7 @@ from typing import Annotated, Any, Literal
 import yaml
 
 from speechft.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class Pattern:
-    """Marks a string field whose allowed values are a family too large to list (`cuda:N`, `avg:K`)."""
-
-    regex: str
-    allowed: str
-    """How an error names the allowed values."""
-
+from speechft.train.typed import FieldError, Pattern, build, check
 
 # Closed sets: the loader rejects anything else, naming the allowed values.
 Module = Literal["encoder", "adaptor", "llm"]
@@ -56,11 +45,11 @@ class OptimConfig:
     """Abort after this many optimizer steps in a row with a non-finite loss or gradient (each one is skipped)."""
 
     def __post_init__(self) -> None:
-        _check(self.lr > 0, "optim.lr", "must be > 0")
-        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas", "must be two numbers in [0, 1)")
-        _check(self.grad_clip >= 0, "optim.grad_clip", "must be >= 0")
-        _check(self.grad_accum_steps >= 1, "optim.grad_accum_steps", "must be >= 1")
-        _check(self.max_nonfinite_steps >= 1, "optim.max_nonfinite_steps", "must be >= 1")
+        check(self.lr > 0, "optim.lr", "must be > 0")
+        check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas", "must be two numbers in [0, 1)")
+        check(self.grad_clip >= 0, "optim.grad_clip", "must be >= 0")
+        check(self.grad_accum_steps >= 1, "optim.grad_accum_steps", "must be >= 1")
+        check(self.max_nonfinite_steps >= 1, "optim.max_nonfinite_steps", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -75,9 +64,9 @@ class ScheduleConfig:
     """Cosine and linear decay end at lr * min_lr_ratio."""
 
     def __post_init__(self) -> None:
-        _check(0 <= self.warmup_fraction < 1, "schedule.warmup_fraction", "must be in [0, 1)")
-        _check(self.max_warmup_steps >= 0, "schedule.max_warmup_steps", "must be >= 0")
-        _check(0 <= self.min_lr_ratio <= 1, "schedule.min_lr_ratio", "must be in [0, 1]")
+        check(0 <= self.warmup_fraction < 1, "schedule.warmup_fraction", "must be in [0, 1)")
+        check(self.max_warmup_steps >= 0, "schedule.max_warmup_steps", "must be >= 0")
+        check(0 <= self.min_lr_ratio <= 1, "schedule.min_lr_ratio", "must be in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -109,16 +98,16 @@ class DataConfig:
     unreadable audio); a run where all are skipped always stops."""
 
     def __post_init__(self) -> None:
-        _check(self.token_budget > 0, "data.token_budget", "must be > 0")
-        _check(self.max_utterances_per_batch >= 1, "data.max_utterances_per_batch", "must be >= 1")
-        _check(self.max_sample_tokens > 0, "data.max_sample_tokens", "must be > 0")
-        _check(self.sort_buffer >= 1, "data.sort_buffer", "must be >= 1")
-        _check(self.num_workers >= 0, "data.num_workers", "must be >= 0")
-        _check(self.dither is None or self.dither >= 0, "data.dither", "must be >= 0 or null")
-        _check(0 <= self.max_skip_fraction <= 1, "data.max_skip_fraction", "must be in [0, 1]")
+        check(self.token_budget > 0, "data.token_budget", "must be > 0")
+        check(self.max_utterances_per_batch >= 1, "data.max_utterances_per_batch", "must be >= 1")
+        check(self.max_sample_tokens > 0, "data.max_sample_tokens", "must be > 0")
+        check(self.sort_buffer >= 1, "data.sort_buffer", "must be >= 1")
+        check(self.num_workers >= 0, "data.num_workers", "must be >= 0")
+        check(self.dither is None or self.dither >= 0, "data.dither", "must be >= 0 or null")
+        check(0 <= self.max_skip_fraction <= 1, "data.max_skip_fraction", "must be in [0, 1]")
         for name in ("speech_buckets", "token_buckets"):
             sizes = getattr(self, name)
-            _check(all(size > 0 for size in sizes) and list(sizes) == sorted(set(sizes)), f"data.{name}", "must be positive sizes in increasing order")
+            check(all(size > 0 for size in sizes) and list(sizes) == sorted(set(sizes)), f"data.{name}", "must be positive sizes in increasing order")
 
 
 @dataclass(frozen=True)
@@ -136,11 +125,11 @@ class ValidationConfig:
     """Decoding bound; 0: twice the longest reference plus 10 tokens."""
 
     def __post_init__(self) -> None:
-        _check(self.every_steps >= 0, "validation.every_steps", "must be >= 0")
-        _check(self.max_utterances >= 0, "validation.max_utterances", "must be >= 0")
-        _check(0 <= self.held_out_fraction <= 0.5, "validation.held_out_fraction", "must be in [0, 0.5]")
-        _check(self.batch_size >= 1, "validation.batch_size", "must be >= 1")
-        _check(self.max_new_tokens >= 0, "validation.max_new_tokens", "must be >= 0")
+        check(self.every_steps >= 0, "validation.every_steps", "must be >= 0")
+        check(self.max_utterances >= 0, "validation.max_utterances", "must be >= 0")
+        check(0 <= self.held_out_fraction <= 0.5, "validation.held_out_fraction", "must be in [0, 0.5]")
+        check(self.batch_size >= 1, "validation.batch_size", "must be >= 1")
+        check(self.max_new_tokens >= 0, "validation.max_new_tokens", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -151,7 +140,7 @@ class CheckpointConfig:
     """What becomes the output model.pt: best (lowest val CER) | last | avg:K (mean of the K best)."""
 
     def __post_init__(self) -> None:
-        _check(self.keep_last >= 1, "checkpoint.keep_last", "must be >= 1")
+        check(self.keep_last >= 1, "checkpoint.keep_last", "must be >= 1")
 
     @property
     def average_count(self) -> int:
@@ -167,7 +156,7 @@ class DistributedConfig:
     """Seconds a collective may wait for the other ranks before the run stops with an error naming the lost ones."""
 
     def __post_init__(self) -> None:
-        _check(self.timeout_s > 0, "distributed.timeout_s", "must be > 0")
+        check(self.timeout_s > 0, "distributed.timeout_s", "must be > 0")
 
 
 @dataclass(frozen=True)
@@ -184,10 +173,10 @@ class LoraConfig:
     """Names of the LLM's Linear layers that get adapters (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)."""
 
     def __post_init__(self) -> None:
-        _check(self.rank >= 1, "lora.rank", "must be >= 1")
-        _check(self.alpha > 0, "lora.alpha", "must be > 0")
-        _check(0 <= self.dropout < 1, "lora.dropout", "must be in [0, 1)")
-        _check(len(self.target_modules) > 0, "lora.target_modules", "must name at least one Linear layer of the LLM (e.g. [q_proj, v_proj])")
+        check(self.rank >= 1, "lora.rank", "must be >= 1")
+        check(self.alpha > 0, "lora.alpha", "must be > 0")
+        check(0 <= self.dropout < 1, "lora.dropout", "must be in [0, 1)")
+        check(len(self.target_modules) > 0, "lora.target_modules", "must name at least one Linear layer of the LLM (e.g. [q_proj, v_proj])")
 
 
 @dataclass(frozen=True)
@@ -221,123 +210,23 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         modules = ", ".join(typing.get_args(Module))
-        _check(len(self.trainable) > 0 or self.lora.enabled, "trainable", f"must list at least one of {modules} (or set lora.enabled=true)")
+        check(len(self.trainable) > 0 or self.lora.enabled, "trainable", f"must list at least one of {modules} (or set lora.enabled=true)")
         # Adapters on weights that train themselves would be two updates of one matrix.
-        _check(
+        check(
             not (self.lora.enabled and "llm" in self.trainable),
             "lora.enabled",
             "LoRA adapts a frozen LLM: remove llm from trainable, or set lora.enabled=false to fine-tune the whole LLM",
         )
-        _check(self.max_epochs >= 1, "max_epochs", "must be >= 1")
-        _check(self.max_steps >= 0, "max_steps", "must be >= 0")
-        _check(self.log_every >= 1, "log_every", "must be >= 1")
-
-
-class _FieldError(ValueError):
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}: {message}")
-        self.key = key
-
-
-def _check(condition: bool, key: str, message: str) -> None:
-    if not condition:
-        raise _FieldError(key, message)
-
-
-def _type_name(kind: Any) -> str:
-    return getattr(kind, "__name__", str(kind).replace("typing.", ""))
-
-
-def _convert(value: Any, kind: Any, key: str) -> Any:
-    """`value` as the declared type `kind`, or a _FieldError naming `key`."""
-    origin = typing.get_origin(kind)
-    if origin is Literal:
-        allowed = typing.get_args(kind)
-        if value not in allowed:
-            raise _FieldError(key, f"must be one of {', '.join(map(str, allowed))}, got {value!r}")
-        return value
-    if origin is Annotated:
-        text = _convert(value, typing.get_args(kind)[0], key)
-        for rule in (m for m in kind.__metadata__ if isinstance(m, Pattern)):
-            if re.fullmatch(rule.regex, text) is None:
-                raise _FieldError(key, f"must be {rule.allowed}, got {value!r}")
-        return text
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(kind)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in (o for o in options if o is not type(None)):
-            try:
-                return _convert(value, option, key)
-            except _FieldError as error:
-                errors.append(str(error))
-        raise _FieldError(key, f"expected {' or '.join(_type_name(o) for o in options)}, got {value!r}")
-    if origin is tuple:
-        item_type = typing.get_args(kind)[0]
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        if not isinstance(value, (list, tuple)):
-            raise _FieldError(key, f"expected a list, got {value!r}")
-        return tuple(_convert(item, item_type, f"{key}[{index}]") for index, item in enumerate(value))
-    if dataclasses.is_dataclass(kind):
-        return _build(kind, value, key)
-    return _convert_scalar(value, kind, key)
-
-
-def _convert_scalar(value: Any, kind: Any, key: str) -> Any:
-    """`value` as bool, int, float or str: YAML's own reading is only a hint (`1e-4` is a string to it)."""
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        raise _FieldError(key, f"expected true or false, got {value!r}")
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, (int, str)):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise _FieldError(key, f"expected an integer, got {value!r}")
-        try:
-            return int(value)
-        except ValueError:
-            raise _FieldError(key, f"expected an integer, got {value!r}") from None
-    if kind is float:
-        if isinstance(value, bool):
-            raise _FieldError(key, f"expected a number, got {value!r}")
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise _FieldError(key, f"expected a number, got {value!r}") from None
-        if not math.isfinite(number):
-            raise _FieldError(key, f"expected a finite number, got {value!r}")
-        return number
-    if kind is str:
-        if isinstance(value, (dict, list)) or value is None:
-            raise _FieldError(key, f"expected a string, got {value!r}")
-        return str(value)
-    raise _FieldError(key, f"unsupported field type {kind!r}")
-
-
-def _build(cls: Any, data: Any, prefix: str = "") -> Any:
-    if not isinstance(data, dict):
-        raise _FieldError(prefix or "(top level)", f"expected a mapping of keys, got {data!r}")
-    hints = typing.get_type_hints(cls, include_extras=True)
-    names = {f.name for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in names:
-            path = f"{prefix}.{key}" if prefix else str(key)
-            close = [n for n in names if n.replace("_", "") == str(key).replace("_", "").replace("-", "")]
-            hint = f" (did you mean {close[0]}?)" if close else f"; known keys: {', '.join(sorted(names))}"
-            raise _FieldError(path, f"unknown key{hint}")
-    values = {key: _convert(value, hints[key], f"{prefix}.{key}" if prefix else key) for key, value in data.items()}
-    # __post_init__ checks name their keys in full (`optim.lr`), so their errors pass through.
-    return cls(**values)
+        check(self.max_epochs >= 1, "max_epochs", "must be >= 1")
+        check(self.max_steps >= 0, "max_steps", "must be >= 0")
+        check(self.log_every >= 1, "log_every", "must be >= 1")
 
 
 def config_from_dict(data: dict[str, Any], source: str) -> TrainConfig:
     """Build a TrainConfig from plain data; errors name the key and `source`."""
     try:
-        return _build(TrainConfig, data)
-    except _FieldError as error:
+        return build(TrainConfig, data)
+    except FieldError as error:
         raise ConfigError(f"{source}: {error}") from None
 
 
@@ -392,8 +281,8 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
         key, value = parse_override(text)
         _set_dotted(data, key, value, f"override {text!r}")
         try:
-            _build(TrainConfig, data)
-        except _FieldError as error:
+            build(TrainConfig, data)
+        except FieldError as error:
             raise ConfigError(f"override {text!r}: {error}") from None
     return config_from_dict(data, source)
 
