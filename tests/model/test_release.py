@@ -13,51 +13,29 @@ from pathlib import Path
 
 import pytest
 import yaml
-from speech_fixtures import write_tone
+from release_fixtures import TEXTS, build_release_dir, funasr_reference, funasr_texts, prep_jsonl, speechft_texts, write_data_dir
 
 from speechft.cli.app import app
 
 torch = pytest.importorskip("torch")
 
 RELEASES = ("modelscope", "huggingface")
-MAX_TOKENS = 10
-TEXTS = ["one two", "three", "four five six", "seven", "eight nine", "ten", "turn on the light", "stop"]
-
-
-def _talkative(directory: Path, seed: int = 1) -> None:
-    """Noisier LLM weights so greedy decoding emits text; lm_head kept equal to the tied
-    embeddings, as in the release file (ids 0 and 1 never produced)."""
-    state = torch.load(directory / "model.pt")
-    generator = torch.Generator().manual_seed(seed)
-    for name, tensor in state.items():
-        if name.startswith("llm.") and tensor.ndim == 2 and name != "llm.lm_head.weight":
-            state[name] = (tensor.float() + 0.3 * torch.randn(tensor.shape, generator=generator)).to(tensor.dtype)
-    state["llm.model.embed_tokens.weight"][:2] = 0
-    state["llm.lm_head.weight"] = state["llm.model.embed_tokens.weight"].clone()
-    torch.save(state, directory / "model.pt")
 
 
 @pytest.fixture(scope="module", params=RELEASES)
 def release_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from speechft.testing.tiny_model import build_tiny_model_dir
-
-    directory = build_tiny_model_dir(tmp_path_factory.mktemp(request.param) / "Fun-ASR-Nano-2512", seed=3, release=request.param)
-    _talkative(directory)
-    return directory
+    return build_release_dir(tmp_path_factory.mktemp(request.param), request.param)
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A Kaldi-style data dir (wav.scp + text) of 8 short distinct tones."""
-    root = tmp_path_factory.mktemp("data")
-    scp, text = [], []
-    for index, transcript in enumerate(TEXTS):
-        audio = write_tone(root / f"u{index}.wav", 0.6 + 0.15 * index, 200.0 + 90.0 * index, seed=index)
-        scp.append(f"u{index} {audio}\n")
-        text.append(f"u{index} {transcript}\n")
-    (root / "wav.scp").write_text("".join(scp), encoding="utf-8")
-    (root / "text").write_text("".join(text), encoding="utf-8")
-    return root
+    return write_data_dir(tmp_path_factory.mktemp("data"))
+
+
+def _funasr_texts(model_dir: Path, scp: Path, **options) -> dict[str, str]:
+    reference = funasr_reference(model_dir)
+    assert (reference.model.ctc_decoder is not None) == any(_is_ctc(name) for name in torch.load(model_dir / "model.pt"))
+    return funasr_texts(reference, scp, **options)
 
 
 def _is_ctc(name: str) -> bool:
@@ -134,65 +112,18 @@ def test_tokenizer_file_needed_only_with_ctc_weights(tmp_path: Path) -> None:
                 load_model(directory)
 
 
-def _funasr_texts(model_dir: Path, scp: Path, **options) -> dict[str, str]:
-    from funasr import AutoModel
-
-    from speechft.model.generate import clean_text
-
-    reference = AutoModel(model=str(model_dir), disable_update=True, device="cpu", log_level="ERROR", disable_pbar=True)
-    assert (reference.model.ctc_decoder is not None) == any(_is_ctc(name) for name in torch.load(model_dir / "model.pt"))
-    texts = {}
-    for line in scp.read_text(encoding="utf-8").splitlines():
-        key, path = line.split()
-        texts[key] = clean_text(reference.generate(input=[path], max_length=MAX_TOKENS, **options)[0]["text"])
-    return texts
-
-
-def _speechft_texts(runner, model_dir: Path, scp: Path, output: Path) -> dict[str, str]:
-    result = runner.invoke(
-        app,
-        [
-            "decode",
-            "--model-dir",
-            str(model_dir),
-            "--scp",
-            str(scp),
-            "--output",
-            str(output),
-            "--batch-size",
-            "4",
-            "--max-new-tokens",
-            str(MAX_TOKENS),
-            "--device",
-            "cpu",
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    return dict(line.split("\t") for line in output.read_text(encoding="utf-8").splitlines())
-
-
 @pytest.mark.slow
 def test_decode_matches_funasr_automodel(runner, release_dir: Path, data_dir: Path, tmp_path: Path) -> None:
-    ours = _speechft_texts(runner, release_dir, data_dir / "wav.scp", tmp_path / "hyp.txt")
+    ours = speechft_texts(runner, release_dir, data_dir / "wav.scp", tmp_path / "hyp.txt")
     assert ours == _funasr_texts(release_dir, data_dir / "wav.scp")
     assert sum(1 for text in ours.values() if text) >= len(TEXTS) // 2
 
 
 @pytest.fixture(scope="module")
-def prepared(runner_module, release_dir: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("prep") / "train.jsonl"
-    result = runner_module.invoke(
-        app, ["prep", "--scp", str(data_dir / "wav.scp"), "--text", str(data_dir / "text"), "--model-dir", str(release_dir), "--out", str(out)]
-    )
-    assert result.exit_code == 0, result.output
-    return out
-
-
-@pytest.fixture(scope="module")
-def runner_module():
+def prepared(release_dir: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from typer.testing import CliRunner
 
-    return CliRunner()
+    return prep_jsonl(CliRunner(), release_dir, data_dir, tmp_path_factory.mktemp("prep") / "train.jsonl")
 
 
 def test_prep_writes_every_utterance(prepared: Path) -> None:
@@ -271,5 +202,5 @@ def test_fine_tuned_output_decodes_the_same_in_funasr(runner, release_dir: Path,
     # The transcripts have no digits or punctuation, so prep chose the guide's no-normalisation
     # prompt; decode uses it by default (prompt.json), and funasr is asked for it with itn=False.
     assert json.loads((output / "prompt.json").read_text(encoding="utf-8"))["decode_prompt"] == "语音转写，不进行文本规整："
-    ours = _speechft_texts(runner, output, data_dir / "wav.scp", tmp_path / "hyp.txt")
+    ours = speechft_texts(runner, output, data_dir / "wav.scp", tmp_path / "hyp.txt")
     assert ours == _funasr_texts(output, data_dir / "wav.scp", itn=False)

@@ -13,15 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
-from speech_fixtures import make_corpus, write_jsonl, write_tone
+from release_fixtures import build_release_dir, funasr_reference, funasr_texts, prep_jsonl, speechft_texts, write_data_dir
+from speech_fixtures import make_corpus, write_jsonl
 
 from speechft.cli.app import app
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-TEXTS = ["one two", "three", "four five six", "seven", "eight nine", "ten", "turn on the light", "stop"]
-MAX_TOKENS = 10
 # Merged and unmerged LLMs compute the same function; in fp32 only the summation order differs.
 LOGITS_ATOL = 1e-5
 
@@ -187,49 +186,21 @@ def test_averaged_checkpoints_merge_the_mean_of_the_products() -> None:
 # ---- end to end on the release layout (ModelScope copy: bf16 model.pt, CTC head) ----
 
 
-def _talkative(directory: Path, seed: int = 1) -> None:
-    """Noisier LLM weights so greedy decoding emits text; lm_head kept equal to the tied embeddings."""
-    state = torch.load(directory / "model.pt")
-    generator = torch.Generator().manual_seed(seed)
-    for name, tensor in state.items():
-        if name.startswith("llm.") and tensor.ndim == 2 and name != "llm.lm_head.weight":
-            state[name] = (tensor.float() + 0.3 * torch.randn(tensor.shape, generator=generator)).to(tensor.dtype)
-    state["llm.model.embed_tokens.weight"][:2] = 0
-    state["llm.lm_head.weight"] = state["llm.model.embed_tokens.weight"].clone()
-    torch.save(state, directory / "model.pt")
-
-
 @pytest.fixture(scope="module")
 def release_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from speechft.testing.tiny_model import build_tiny_model_dir
-
-    directory = build_tiny_model_dir(tmp_path_factory.mktemp("modelscope") / "Fun-ASR-Nano-2512", seed=3, release="modelscope")
-    _talkative(directory)
-    return directory
+    return build_release_dir(tmp_path_factory.mktemp("modelscope"), "modelscope")
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    scp, text = [], []
-    for index, transcript in enumerate(TEXTS):
-        audio = write_tone(root / f"u{index}.wav", 0.6 + 0.15 * index, 200.0 + 90.0 * index, seed=index)
-        scp.append(f"u{index} {audio}\n")
-        text.append(f"u{index} {transcript}\n")
-    (root / "wav.scp").write_text("".join(scp), encoding="utf-8")
-    (root / "text").write_text("".join(text), encoding="utf-8")
-    return root
+    return write_data_dir(tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture(scope="module")
 def prepared(release_dir: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from typer.testing import CliRunner
 
-    out = tmp_path_factory.mktemp("prep") / "train.jsonl"
-    arguments = ["prep", "--scp", str(data_dir / "wav.scp"), "--text", str(data_dir / "text"), "--model-dir", str(release_dir), "--out", str(out)]
-    result = CliRunner().invoke(app, arguments)
-    assert result.exit_code == 0, result.output
-    return out
+    return prep_jsonl(CliRunner(), release_dir, data_dir, tmp_path_factory.mktemp("prep") / "train.jsonl")
 
 
 def _train_arguments(model_dir: Path, train: Path, output: Path, *overrides: str) -> list[str]:
@@ -322,28 +293,8 @@ def test_llm_lora_exports_a_plain_merged_model_that_funasr_decodes_alike(runner,
     # The merged model decodes the same in speechft and in funasr.AutoModel (itn=False: prep chose
     # the no-normalisation prompt, which prompt.json records and decode uses).
     assert json.loads((output / "prompt.json").read_text(encoding="utf-8"))["decode_prompt"] == "语音转写，不进行文本规整："
-    ours = _speechft_texts(runner, output, data_dir / "wav.scp", tmp_path / "hyp.txt")
-    assert ours == _funasr_texts(output, data_dir / "wav.scp", itn=False)
-
-
-def _funasr_texts(model_dir: Path, scp: Path, **options) -> dict[str, str]:
-    from funasr import AutoModel
-
-    from speechft.model.generate import clean_text
-
-    reference = AutoModel(model=str(model_dir), disable_update=True, device="cpu", log_level="ERROR", disable_pbar=True)
-    texts = {}
-    for line in scp.read_text(encoding="utf-8").splitlines():
-        key, path = line.split()
-        texts[key] = clean_text(reference.generate(input=[path], max_length=MAX_TOKENS, **options)[0]["text"])
-    return texts
-
-
-def _speechft_texts(runner, model_dir: Path, scp: Path, output: Path) -> dict[str, str]:
-    arguments = ["decode", "--model-dir", str(model_dir), "--scp", str(scp), "--output", str(output), "--batch-size", "4"]
-    result = runner.invoke(app, [*arguments, "--max-new-tokens", str(MAX_TOKENS), "--device", "cpu"])
-    assert result.exit_code == 0, result.output
-    return dict(line.split("\t") for line in output.read_text(encoding="utf-8").splitlines())
+    ours = speechft_texts(runner, output, data_dir / "wav.scp", tmp_path / "hyp.txt")
+    assert ours == funasr_texts(funasr_reference(output), data_dir / "wav.scp", itn=False)
 
 
 # ---- exact resume and DDP with adapters on (subprocesses, one thread each) ----
