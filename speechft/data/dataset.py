@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from speechft.data import audio
+from speechft.data.augment import Augmentation
 from speechft.data.manifest import Skip, Utterance
 from speechft.model.build import audio_token_count
 from speechft.model.inputs import IGNORE_INDEX, compute_features, prompt_ids, target_ids
@@ -48,6 +49,8 @@ class SpeechDataset:
     `speech_buckets` / `token_buckets` are the batch shapes the training loader pads to (see
     :func:`speechft.data.collate.collate`); features are computed here, so in the loader's worker processes.
     `url_cache_dir` keeps URL audio on disk after its first download (None: download every time).
+    With an `augmentation`, an item asked for as `(epoch, index)` is augmented for that epoch
+    (the training loader asks so, through :class:`EpochTagged`); a plain index never is.
     """
 
     def __init__(
@@ -59,6 +62,7 @@ class SpeechDataset:
         speech_buckets: Sequence[int] = (),
         token_buckets: Sequence[int] = (),
         url_cache_dir: str | Path | None = None,
+        augmentation: Augmentation | None = None,
     ) -> None:
         self.utterances = list(utterances)
         self.url_cache_dir = url_cache_dir
@@ -66,11 +70,13 @@ class SpeechDataset:
         self.frontend = frontend
         self.speech_buckets = tuple(speech_buckets)
         self.token_buckets = tuple(token_buckets)
+        self.augmentation = augmentation if augmentation is not None and augmentation.active else None
 
     def __len__(self) -> int:
         return len(self.utterances)
 
-    def __getitem__(self, index: int) -> Sample | Skip:
+    def __getitem__(self, item: int | tuple[int, int]) -> Sample | Skip:
+        epoch, index = item if isinstance(item, tuple) else (None, item)
         utterance = self.utterances[index]
         try:
             waveform = audio.load_audio(utterance.audio, cache_dir=self.url_cache_dir)
@@ -88,7 +94,12 @@ class SpeechDataset:
             )
         if not np.isfinite(waveform).all():
             return Skip(utterance.key, "audio contains NaN or infinite samples", utterance.where)
+        augmentation = self.augmentation if epoch is not None else None
+        if augmentation is not None:
+            waveform = augmentation.waveform(waveform, epoch, index)
         features = compute_features(self.frontend, waveform)
+        if augmentation is not None:
+            features = augmentation.features(features, epoch, index)
         audio_tokens = audio_token_count(int(features.shape[0]))
         source, audio_start = prompt_ids(self.tokenizer, utterance.prompt, audio_tokens, system=utterance.system, suffix=utterance.suffix)
         target = target_ids(self.tokenizer, utterance.text)
@@ -104,3 +115,19 @@ class SpeechDataset:
             prompt=utterance.prompt,
             system=utterance.system,
         )
+
+
+class EpochTagged:
+    """A batch sampler's batches as `(epoch, index)` items, so the dataset knows which epoch's
+    augmentation to draw (loader workers cannot see the sampler's epoch change)."""
+
+    def __init__(self, sampler: Any) -> None:
+        self.sampler = sampler
+
+    def __iter__(self) -> Any:
+        epoch = self.sampler.epoch
+        for batch in self.sampler:
+            yield [(epoch, index) for index in batch]
+
+    def __len__(self) -> int:
+        return len(self.sampler)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 
@@ -75,6 +75,7 @@ class TokenBatchSampler:
         rank: int = 0,
         world_size: int = 1,
         sort_keys: Sequence[Any] | None = None,
+        epoch_lengths: Callable[[int], Sequence[int]] | None = None,
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world size {world_size}")
@@ -90,6 +91,8 @@ class TokenBatchSampler:
         self.shuffle = shuffle
         self.rank = rank
         self.world_size = world_size
+        # Lengths that change per epoch (speed perturbation); the budget then counts those.
+        self.epoch_lengths = epoch_lengths
         self.epoch = 0
         self.start = 0
 
@@ -111,9 +114,10 @@ class TokenBatchSampler:
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         """This rank's batches of `epoch`, in order."""
+        lengths = self.lengths if self.epoch_lengths is None else list(self.epoch_lengths(epoch))
         batches = token_budget_batches(
             self.epoch_order(epoch),
-            self.lengths,
+            lengths,
             token_budget=self.token_budget,
             max_utterances=self.max_utterances,
             sort_buffer=self.sort_buffer if self.shuffle else max(1, len(self.lengths)),

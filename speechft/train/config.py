@@ -123,6 +123,12 @@ class ValidationConfig:
     """Utterances per greedy-decoding batch."""
     max_new_tokens: int = 0
     """Decoding bound; 0: twice the longest reference plus 10 tokens."""
+    patience: int = 0
+    """Early stopping: end the run after this many validations in a row without a lower CER than the best so far
+    (0: train for max_epochs / max_steps)."""
+    min_validations: int = 0
+    """Validate at least this many times over the run: when epoch ends and every_steps would validate less often, the
+    run validates every total_steps / min_validations steps instead, so a short run can pick its best step (0: off)."""
 
     def __post_init__(self) -> None:
         check(self.every_steps >= 0, "validation.every_steps", "must be >= 0")
@@ -130,6 +136,43 @@ class ValidationConfig:
         check(0 <= self.held_out_fraction <= 0.5, "validation.held_out_fraction", "must be in [0, 0.5]")
         check(self.batch_size >= 1, "validation.batch_size", "must be >= 1")
         check(self.max_new_tokens >= 0, "validation.max_new_tokens", "must be >= 0")
+        check(self.patience >= 0, "validation.patience", "must be >= 0")
+        check(self.min_validations >= 0, "validation.min_validations", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    spec_augment: bool = False
+    """SpecAugment on the LFR features: frequency masks (the same mel bins in every stacked frame) and time masks."""
+    freq_masks: int = 2
+    """Frequency masks per utterance."""
+    freq_mask_width: int = 10
+    """Widest frequency mask, in mel bins (of 80)."""
+    time_masks: int = 2
+    """Time masks per utterance."""
+    time_mask_width: int = 5
+    """Widest time mask, in LFR frames (60 ms each), and never more than a fifth of the utterance."""
+    speed: bool = False
+    """Speed perturbation: each utterance, each epoch, plays at one of speed_factors (length and pitch change; batches
+    are planned with the changed lengths)."""
+    speed_factors: tuple[float, ...] = (0.9, 1.0, 1.1)
+    """Speed factors drawn with equal probability."""
+    noise_dir: str = ""
+    """Add noise from the audio files under this directory (MUSAN-style; searched recursively); "" adds none."""
+    noise_probability: float = 0.5
+    """Share of training samples that get noise."""
+    noise_snr_db: tuple[float, ...] = (10.0, 20.0)
+    """Signal-to-noise ratio range in dB, drawn uniformly."""
+    gain_db: tuple[float, ...] = (0.0, 0.0)
+    """Random gain range in dB, drawn uniformly ([0, 0]: none)."""
+
+    def __post_init__(self) -> None:
+        for name in ("freq_masks", "freq_mask_width", "time_masks", "time_mask_width"):
+            check(getattr(self, name) >= 0, f"augment.{name}", "must be >= 0")
+        check(len(self.speed_factors) > 0 and all(0.5 <= f <= 2.0 for f in self.speed_factors), "augment.speed_factors", "must be factors in [0.5, 2]")
+        check(0 <= self.noise_probability <= 1, "augment.noise_probability", "must be in [0, 1]")
+        check(len(self.noise_snr_db) == 2 and self.noise_snr_db[0] <= self.noise_snr_db[1], "augment.noise_snr_db", "must be [low, high] in dB")
+        check(len(self.gain_db) == 2 and self.gain_db[0] <= self.gain_db[1], "augment.gain_db", "must be [low, high] in dB")
 
 
 @dataclass(frozen=True)
@@ -207,6 +250,7 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
         modules = ", ".join(typing.get_args(Module))

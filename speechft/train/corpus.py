@@ -8,11 +8,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from speechft import console
+from speechft.data.augment import Augmentation, SpeedLengths, scan_noise_dir
 from speechft.data.dataset import Sample, SpeechDataset
 from speechft.data.manifest import Skip, TrainSource, Utterance, filter_lengths, read_manifest
 from speechft.data.remote import url_cache_dir
 from speechft.data.sampler import TokenBatchSampler
-from speechft.errors import InputError
+from speechft.errors import ConfigError, InputError
 from speechft.model.build import ModelBundle, build_frontend
 from speechft.train import distributed as dist_tools
 from speechft.train import holdout
@@ -76,9 +80,21 @@ def prepare_data(request: TrainRequest, bundle: ModelBundle, world: dist_tools.W
         val_skipped = []
     train_frontend = build_frontend(bundle.config, dither=config.data.dither)
     cache = None if request.dry_run else url_cache_dir(request.output_dir, config.data.url_cache)
+    augmentation = augmentation_for(config, announce=world is None or world.is_main)
     dataset = SpeechDataset(
-        utterances, bundle.tokenizer, train_frontend, speech_buckets=config.data.speech_buckets, token_buckets=config.data.token_buckets, url_cache_dir=cache
+        utterances,
+        bundle.tokenizer,
+        train_frontend,
+        speech_buckets=config.data.speech_buckets,
+        token_buckets=config.data.token_buckets,
+        url_cache_dir=cache,
+        augmentation=augmentation,
     )
+    speed_lengths = None
+    if augmentation.perturbs_speed:
+        speed_lengths = SpeedLengths(
+            np.array([u.speech_frames for u in utterances]), np.array([u.text_tokens for u in utterances]), augmentation.speed_factors, config.seed
+        )
     sampler = TokenBatchSampler(
         [u.batch_tokens for u in utterances],
         token_budget=config.data.token_budget,
@@ -90,6 +106,7 @@ def prepare_data(request: TrainRequest, bundle: ModelBundle, world: dist_tools.W
         weights=weights,
         rank=world.rank if world else 0,
         world_size=world.world_size if world else 1,
+        epoch_lengths=speed_lengths,
     )
     val_dataset = SpeechDataset(val_utterances, bundle.tokenizer, bundle.frontend, url_cache_dir=cache)
     val_samples: list[Sample] = []
@@ -107,3 +124,39 @@ def prepare_data(request: TrainRequest, bundle: ModelBundle, world: dist_tools.W
     val_source = str(request.val) if request.val is not None else "held-out" if val_utterances else "none"
     validation = holdout.describe_validation(request.val, config.validation, len(val_utterances), len(val_samples), len(val_skipped), SKIPPED_FILE)
     return TrainData(dataset, sampler, val_samples, request.val is None, skipped, hours, corpus_utterances, val_skipped, val_source, validation)
+
+
+def augmentation_for(config: TrainConfig, *, announce: bool = True) -> Augmentation:
+    """The `augment:` section as the dataset applies it; noise files are checked here, once:
+    unreadable ones are named (when `announce`) and left out, a directory without any usable
+    file is an error."""
+    settings = config.augment
+    noise: tuple[str, ...] = ()
+    if settings.noise_dir:
+        directory = Path(settings.noise_dir).expanduser()
+        if not directory.is_dir():
+            raise ConfigError(f'augment.noise_dir: {directory} is not a directory (set it to a folder of noise audio, or to "" for no noise)')
+        scan = scan_noise_dir(directory)
+        if scan.unreadable and announce:
+            shown = "; ".join(f"{path} ({why})" for path, why in scan.unreadable[:5])
+            more = f" and {len(scan.unreadable) - 5} more" if len(scan.unreadable) > 5 else ""
+            console.err.print(
+                f"[yellow]augment.noise_dir: {len(scan.unreadable)} of {len(scan.unreadable) + len(scan.usable)} noise files cannot be read "
+                f"and are not used: {shown}{more}[/]",
+                soft_wrap=True,
+            )
+        if not scan.usable:
+            raise ConfigError(f"augment.noise_dir: {directory} holds no readable audio file (wav, flac, ogg, mp3, ...)")
+        noise = scan.usable
+    return Augmentation(
+        seed=config.seed,
+        speed_factors=settings.speed_factors if settings.speed else (),
+        gain_db=(float(settings.gain_db[0]), float(settings.gain_db[1])),
+        noise_files=noise,
+        noise_probability=settings.noise_probability,
+        noise_snr_db=(float(settings.noise_snr_db[0]), float(settings.noise_snr_db[1])),
+        freq_masks=settings.freq_masks if settings.spec_augment else 0,
+        freq_mask_width=settings.freq_mask_width,
+        time_masks=settings.time_masks if settings.spec_augment else 0,
+        time_mask_width=settings.time_mask_width,
+    )

@@ -193,4 +193,6 @@ def report(result: TrainResult) -> None:
         f"trained {result.steps} steps in {result.seconds:.0f} s; model.pt from {', '.join(result.selected)} "
         f"(val CER {cer}); skipped samples: {result.skipped_samples}"
     )
+    if result.end_reason:
+        console.out.print(f"ended: {result.end_reason}")
     console.out.print(f"model directory: {result.output_dir}  (use it as --model-dir for `speechft decode`)")

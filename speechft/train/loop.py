@@ -24,11 +24,12 @@ from typing import Any
 
 from speechft import console
 from speechft.data.collate import Batch, make_loader
+from speechft.data.dataset import EpochTagged
 from speechft.errors import TrainingError
 from speechft.model.build import load_model
 from speechft.train import checkpoint as ckpt
 from speechft.train import distributed as dist_tools
-from speechft.train import export, faults, lora, output_dir
+from speechft.train import export, faults, lora, output_dir, stopping
 from speechft.train.config import TrainConfig
 from speechft.train.corpus import prepare_data
 from speechft.train.metrics import RunLog, StepStats, announce_start, write_curves
@@ -114,7 +115,8 @@ def setup(request: TrainRequest, world: dist_tools.World) -> tuple[Run, TrainSta
         state = TrainState(
             **ckpt.resume_training(resume_from, model=model, forward_module=forward_module, optimizer=optimizer, scheduler=scheduler, world=world)
         )
-    run = Run(request, config, world, bundle, data, forward_module, optimizer, scheduler, total_steps, autocast_dtype)
+    cadence = stopping.validation_cadence(config, data, total_steps)
+    run = Run(request, config, world, bundle, data, forward_module, optimizer, scheduler, total_steps, autocast_dtype, cadence)
     if world.is_main:
         announce_start(run, state, resume_from)
     return run, state
@@ -132,12 +134,12 @@ def fit(run: Run, state: TrainState, stop: faults.GracefulStop) -> float | None:
     set_train_mode(run.bundle.model, config.trainable)
     with RunLog(request.output_dir, main=run.world.is_main, show_progress=request.show_progress, log_every=config.log_every) as log:
         log.start(run.data, total_steps=run.total_steps, step=state.step, epoch=state.epoch, skipped_utterances=state.skipped_samples)
-        while state.epoch < config.max_epochs and state.step < run.total_steps:
+        while state.epoch < config.max_epochs and state.step < run.total_steps and not state.early_stopped:
             whole_epoch, steps_before = state.batch_in_epoch == 0, state.step
             if _train_epoch(run, state, stop, log):
                 return log.last_loss
-            if state.step >= run.total_steps and state.batch_in_epoch < len(run.data.sampler.epoch_batches(state.epoch)):
-                break  # stopped by max_steps inside the epoch; the counters say where
+            if state.early_stopped or (state.step >= run.total_steps and state.batch_in_epoch < len(run.data.sampler.epoch_batches(state.epoch))):
+                break  # stopped early or by max_steps inside the epoch; the counters say where
             if whole_epoch and state.step == steps_before:
                 faults.stop_if_mostly_skipped(run, state, nothing_trained=f"epoch {state.epoch + 1} made no optimizer step")
             state.epoch += 1
@@ -158,9 +160,9 @@ def _train_epoch(run: Run, state: TrainState, stop: faults.GracefulStop, log: Ru
     """The rest of the current epoch; True when a stop was asked (every rank has checkpointed)."""
     config, data = run.config, run.data
     data.sampler.set_epoch(state.epoch, start=state.batch_in_epoch)
-    loader = make_loader(data.dataset, data.sampler, config.data.num_workers, _loader_generator(config.seed, state.epoch, run.world.rank))
+    loader = make_loader(data.dataset, EpochTagged(data.sampler), config.data.num_workers, _loader_generator(config.seed, state.epoch, run.world.rank))
     batches = iter(loader)
-    while state.step < run.total_steps:
+    while state.step < run.total_steps and not state.early_stopped:
         group = _take(batches, config.optim.grad_accum_steps)
         if not group:
             return False
@@ -191,7 +193,7 @@ def _train_group(run: Run, state: TrainState, group: list[Batch], stop: faults.G
         state.first_epoch_samples += int(samples)
     _count_nonfinite(state, stats, loss, config)
     log.step(state.step, state.epoch, loss, stats, seconds, skipped=state.skipped_samples, nonfinite=state.nonfinite_steps)
-    if config.validation.every_steps and state.step % config.validation.every_steps == 0:
+    if run.validate_every and state.step % run.validate_every == 0:
         _validate_and_checkpoint(run, state, log)
     if not stopping_ranks:
         return False
@@ -275,6 +277,7 @@ def _validate_and_checkpoint(run: Run, state: TrainState, log: RunLog, *, valida
             result = validate(model, run.bundle, run.data.val_samples, config, world.device, run.autocast_dtype)
         set_train_mode(model, config.trainable)
         log.validation(state.step, state.epoch, result.loss, result.cer, run.data)
+        stopping.note_validation(run, state, result.cer)
     state.last_validated_step = state.step
     ckpt.save_training_checkpoint(
         run.request.output_dir,
@@ -314,6 +317,7 @@ def finish(run: Run, state: TrainState, last_loss: float | None, started: float)
         seconds=time.monotonic() - started,
         first_epoch_samples=state.first_epoch_samples,
         validation=run.data.validation,
+        end_reason=stopping.end_reason(run, state),
     )
     if world.is_main:
         write_summary(result)

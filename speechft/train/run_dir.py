@@ -63,6 +63,7 @@ class TrainResult:
     resume_command: str | None = None
     first_epoch_samples: int = 0
     validation: str = ""  # where the validation utterances came from, in words
+    end_reason: str = ""  # why training ended: max_epochs, max_steps or early stopping
 
 
 def settled(request: TrainRequest) -> TrainRequest:

@@ -26,6 +26,10 @@ class TrainState:
     nonfinite_in_a_row: int = 0
     last_validated_step: int = -1
     first_epoch_samples: int = 0  # utterances that went into an update during epoch 0, all ranks
+    best_val_cer: float | None = None  # early stopping's reference
+    best_val_step: int = 0
+    validations_without_gain: int = 0
+    early_stopped: bool = False
 
 
 @dataclass
@@ -42,3 +46,4 @@ class Run:
     scheduler: Any
     total_steps: int
     autocast_dtype: Any
+    validate_every: int = 0  # optimizer steps between validations inside epochs (0: epoch ends only)
