@@ -128,14 +128,16 @@ class Augmentation:
 
 def perturb_speed(samples: np.ndarray, factor: float) -> np.ndarray:
     """Play `samples` `factor` times faster (shorter for factor > 1), pitch moving with it: the
-    signal is read as if it had been recorded at rate x factor, then resampled back."""
-    import torch
-    import torchaudio.functional
+    signal is read as if it had been recorded at rate x factor, then resampled back.
+
+    scipy's polyphase filter runs on one thread, so every loader process (and the training process,
+    whatever its torch thread count) computes the same samples bit for bit."""
+    from scipy.signal import resample_poly
 
     source = round(audio.MODEL_SAMPLE_RATE * factor)
     divisor = math.gcd(source, audio.MODEL_SAMPLE_RATE)
-    tensor = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
-    return torchaudio.functional.resample(tensor, source // divisor, audio.MODEL_SAMPLE_RATE // divisor).numpy()
+    resampled = resample_poly(np.asarray(samples, dtype=np.float64), audio.MODEL_SAMPLE_RATE // divisor, source // divisor)
+    return resampled.astype(np.float32)
 
 
 def perturbed_length(sample_count: int, factor: float) -> int:
