@@ -267,12 +267,12 @@ def _count_nonfinite(state: TrainState, stats: StepStats, loss: float, config: T
 
 
 def _validate_and_checkpoint(run: Run, state: TrainState, log: RunLog, *, validation: bool = True) -> Validation | None:
-    """Validate (every rank runs the same decoding: FSDP needs them all) and checkpoint."""
+    """Validate (each rank decodes its share; FSDP gathers the weights once for it) and checkpoint."""
     config, world, model = run.config, run.world, run.bundle.model
     result = None
     if validation and run.data.val_samples:
         with dist_tools.full_parameters(run.forward_module, world):
-            result = validate(model, run.bundle, run.data.val_samples, config, world.device, run.autocast_dtype)
+            result = validate(model, run.bundle, run.data.val_samples, config, world.device, run.autocast_dtype, world)
         set_train_mode(model, config.trainable)
         log.validation(state.step, state.epoch, result.loss, result.cer, run.data)
     state.last_validated_step = state.step
