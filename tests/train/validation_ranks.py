@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 OVERRIDES = ["trainable=adaptor,llm", "device=cpu", "data.num_workers=0", "data.dither=0", "validation.batch_size=2", "validation.max_new_tokens=6"]
 
@@ -36,23 +37,16 @@ def validate_files(model_dir: Path, train: Path, val_files: list[Path], world: A
     bundle = load_model(model_dir, device="cpu")
     apply_trainable(bundle.model, config.trainable)
     forward = wrap_for_training(TrainForward(bundle.model, world.device, None), world)
-    gathers = [0]
-    if world.distributed:
-        original = dist.all_gather_single
-
-        def counted(*args: Any, **kwargs: Any) -> Any:
-            gathers[0] += 1
-            return original(*args, **kwargs)
-
-        dist.all_gather_single = counted
     results = []
-    for val in val_files:
-        request = TrainRequest(model_dir=model_dir, train=(TrainSource(train),), output_dir=val.parent, config=config, val=val, dry_run=True)
-        data = prepare_data(request, bundle, world)
-        before = gathers[0]
-        with full_parameters(forward, world):
-            result = validate(bundle.model, bundle, data.val_samples, config, world.device, None, world)
-        results.append({"loss": result.loss, "cer": result.cer, "examples": result.examples, "all_gathers": gathers[0] - before})
+    # FSDP2 gathers weights with all_gather_single, looked up on torch.distributed at each call.
+    with mock.patch.object(dist, "all_gather_single", wraps=dist.all_gather_single) as all_gather:
+        for val in val_files:
+            request = TrainRequest(model_dir=model_dir, train=(TrainSource(train),), output_dir=val.parent, config=config, val=val, dry_run=True)
+            data = prepare_data(request, bundle, world)
+            before = all_gather.call_count
+            with full_parameters(forward, world):
+                result = validate(bundle.model, bundle, data.val_samples, config, world.device, None, world)
+            results.append({"loss": result.loss, "cer": result.cer, "examples": result.examples, "all_gathers": all_gather.call_count - before})
     # Training goes on after validation: the weights are sharded again and a step runs.
     first = next(bundle.model.llm.model.layers[0].parameters())
     local = first.to_local() if hasattr(first, "to_local") else first
@@ -63,11 +57,17 @@ def validate_files(model_dir: Path, train: Path, val_files: list[Path], world: A
 
 
 def main(arguments: list[str]) -> None:
+    """ARGUMENTS: model dir, train jsonl, output json, strategies (e.g. ddp,fsdp), --val files; one process group for all."""
+    import dataclasses
+
     from speechft.train.distributed import world_session
 
-    model_dir, train, output, strategy, *val_files = arguments
-    with world_session("cpu", strategy=strategy) as world:
-        results = validate_files(Path(model_dir), Path(train), [Path(v) for v in val_files], world)
+    model_dir, train, output, strategies, *val_files = arguments
+    with world_session("cpu") as world:
+        results = {
+            strategy: validate_files(Path(model_dir), Path(train), [Path(v) for v in val_files], dataclasses.replace(world, strategy=strategy))
+            for strategy in strategies.split(",")
+        }
         if world.is_main:
             Path(output).write_text(json.dumps(results, ensure_ascii=False), encoding="utf-8")
 
