@@ -108,6 +108,7 @@ def render_dry_run(report: DryRunReport) -> None:
     )
     out.print(f"device: {report.device}, precision: {report.precision}")
     out.print(f"peak memory estimate: {format_bytes(report.peak_memory_bytes)} ({report.memory_note})")
+    out.print(f"with several ranks, strategy: {report.strategy} ({report.strategy_reason})", markup=False)
     out.print("dry run: nothing was trained")
     out.print(escape(report.validation))
 

@@ -24,7 +24,7 @@ from speechft.train.typed import FieldError, Pattern, build, check
 Module = Literal["encoder", "adaptor", "llm"]
 Decay = Literal["cosine", "linear", "inverse_sqrt", "constant"]
 Precision = Literal["auto", "bf16", "fp32"]
-Strategy = Literal["ddp", "fsdp"]
+Strategy = Literal["auto", "ddp", "fsdp"]
 Device = Annotated[str, Pattern(r"auto|cpu|cuda(:[0-9]+)?", "auto, cpu, cuda or cuda:N")]
 Select = Annotated[str, Pattern(r"best|last|avg:[1-9][0-9]*", "best, last or avg:K")]
 
@@ -194,7 +194,8 @@ class CheckpointConfig:
 @dataclass(frozen=True)
 class DistributedConfig:
     strategy: Strategy = "ddp"
-    """With several ranks: ddp (every rank holds the whole model) | fsdp (FSDP2 shards weights, gradients and optimizer state)."""
+    """With several ranks: ddp (every rank holds the whole model) | fsdp (FSDP2 shards weights, gradients and optimizer state) |
+    auto (ddp when the estimated training memory fits in one GPU, fsdp when it does not; ddp on CPU)."""
     timeout_s: float = 600.0
     """Seconds a collective may wait for the other ranks before the run stops with an error naming the lost ones."""
 

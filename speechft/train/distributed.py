@@ -11,7 +11,9 @@ Modules:
 - DDP wraps only the modules that can train (encoder, adaptor, LLM); the CTC head is not part of
   the wrapped module and never trains, so no `find_unused_parameters` is needed.
 - FSDP2 (`fully_shard`) shards each LLM decoder layer, the encoder and the adaptor, then the rest,
-  so parameters, gradients and AdamW moments are split across ranks.
+  so parameters, gradients and AdamW moments are split across ranks. With bf16 on CUDA the weights
+  are gathered in bf16 for compute and gradients reduced in fp32 (:func:`mixed_precision_policy`);
+  validation gathers every unit once for the whole pass (:func:`full_parameters`).
 """
 
 from __future__ import annotations
@@ -148,6 +150,18 @@ def gather_to_main(world: World, value: Any) -> list[Any]:
     return gathered
 
 
+def mixed_precision_policy(device_type: str, autocast_dtype: Any) -> Any:
+    """FSDP2's policy: with bf16 on CUDA, weights are gathered in bf16 for compute and gradients
+    reduced in fp32 (the sharded weights and AdamW moments stay fp32); None (fp32 throughout) otherwise."""
+    import torch
+
+    if device_type != "cuda" or autocast_dtype != torch.bfloat16:
+        return None
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+
+
 def wrap_for_training(module: Any, world: World) -> Any:
     """`module` ready for this world: itself (one rank), DDP, or sharded with FSDP2 in place."""
     if not world.distributed:
@@ -155,13 +169,12 @@ def wrap_for_training(module: Any, world: World) -> Any:
     if world.strategy == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
+        policy = mixed_precision_policy(world.device.type, getattr(module, "autocast_dtype", None))
+        options = {"mp_policy": policy} if policy is not None else {}
         # Each unit is gathered just before it runs and freed after; the rest (embeddings,
         # final norm, LM head) belongs to the root unit.
-        for layer in module.llm.model.layers:
-            fully_shard(layer)
-        fully_shard(module.audio_encoder)
-        fully_shard(module.audio_adaptor)
-        fully_shard(module)
+        for unit in [*module.llm.model.layers, module.audio_encoder, module.audio_adaptor, module]:
+            fully_shard(unit, **options)
         return module
     from torch.nn.parallel import DistributedDataParallel
 
@@ -192,15 +205,33 @@ def without_gradient_sync(module: Any, world: World) -> Iterator[None]:
 
 @contextlib.contextmanager
 def full_parameters(module: Any, world: World) -> Iterator[None]:
-    """Validation calls submodules directly; FSDP2 must gather the root unit's parameters first."""
+    """Every weight gathered once for a validation pass, then sharded again (FSDP2; nothing otherwise).
+
+    Validation calls submodules directly, so the root unit's own hooks never gather its weights;
+    and greedy decoding runs the LLM once per token, which would gather (and free) each layer again
+    for every token. Gathering every unit up front, with resharding after forward switched off,
+    leaves the decoding loop without collectives.
+    """
     if not world.sharded:
         yield
         return
-    module.unshard()
+    from torch.distributed.fsdp import FSDPModule
+
+    # FSDP2 takes the first unit to run forward as the root; make sure that is the whole module,
+    # also when validation comes before any training step (torch has no public call for this).
+    module._get_fsdp_state()._lazy_init()
+    units = [unit for unit in module.modules() if isinstance(unit, FSDPModule)]
+    for unit in units:
+        unit.set_reshard_after_forward(False, recurse=False)
+        unit.unshard()
     try:
         yield
     finally:
-        module.reshard()
+        for unit in units:
+            unit.reshard()
+            # Training's setting again: inner units free their weights after forward, the root keeps
+            # its own (they are needed again at once by the backward).
+            unit.set_reshard_after_forward(unit is not module, recurse=False)
 
 
 # ------------------------------------------------------------------------------- lost ranks

@@ -35,7 +35,7 @@ from speechft.train.corpus import prepare_data
 from speechft.train.metrics import RunLog, StepStats, announce_start, write_curves
 from speechft.train.modules import apply_trainable, autocast_for, set_train_mode
 from speechft.train.optim import make_optimizer
-from speechft.train.plan import plan_steps
+from speechft.train.plan import plan_steps, settle_strategy
 from speechft.train.run_dir import STOPPED_FILE, TrainRequest, TrainResult, read_run, settled, write_run, write_summary
 from speechft.train.speed import apply_speed_switches
 from speechft.train.state import Run, TrainState
@@ -105,6 +105,7 @@ def setup(request: TrainRequest, world: dist_tools.World) -> tuple[Run, TrainSta
     resume_from = ckpt.resume_point(request.output_dir, request.resume)
     faults.check_skips_before_training(request.output_dir, world, data, request.config.data.max_skip_fraction, fresh=resume_from is None)
     _, _, total_steps = plan_steps(config, data)
+    world = settle_strategy(config, world, model, counts, data, autocast_dtype)
     forward_module = dist_tools.wrap_for_training(TrainForward(model, device, autocast_dtype), world)
     # After wrapping: FSDP2 replaces parameters by their shards, which the optimizer must hold.
     optimizer, scheduler = make_optimizer(model, config, total_steps)
@@ -269,12 +270,12 @@ def _count_nonfinite(state: TrainState, stats: StepStats, loss: float, config: T
 
 
 def _validate_and_checkpoint(run: Run, state: TrainState, log: RunLog, *, validation: bool = True) -> Validation | None:
-    """Validate (every rank runs the same decoding: FSDP needs them all) and checkpoint."""
+    """Validate (each rank decodes its share; FSDP gathers the weights once for it) and checkpoint."""
     config, world, model = run.config, run.world, run.bundle.model
     result = None
     if validation and run.data.val_samples:
         with dist_tools.full_parameters(run.forward_module, world):
-            result = validate(model, run.bundle, run.data.val_samples, config, world.device, run.autocast_dtype)
+            result = validate(model, run.bundle, run.data.val_samples, config, world.device, run.autocast_dtype, world)
         set_train_mode(model, config.trainable)
         log.validation(state.step, state.epoch, result.loss, result.cer, run.data)
         stopping.note_validation(run, state, result.cer)

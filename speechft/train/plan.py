@@ -2,16 +2,19 @@
 
 :func:`dry_run` builds the model and reads the data exactly as training would, and returns a
 :class:`DryRunReport`; the CLI renders it. :func:`plan_steps` is the one place the number of
-optimizer steps is worked out, for the dry run and the run alike.
+optimizer steps is worked out, for the dry run and the run alike; :func:`choose_strategy` the one
+place `distributed.strategy: auto` is decided (DDP when the memory estimate fits one GPU).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from speechft import console
 from speechft.data.dataset import SpeechDataset
 from speechft.data.sampler import TokenBatchSampler
 from speechft.errors import InputError
@@ -25,6 +28,9 @@ from speechft.train.modules import ModuleCount, apply_trainable, autocast_for
 from speechft.train.optim import warmup_steps_for
 from speechft.train.run_dir import TrainRequest
 
+# Share of a GPU's memory DDP must leave free: the CUDA context, the allocator's fragmentation and
+# DDP's gradient buckets (a second copy of the gradients), none of which the estimate counts.
+DDP_HEADROOM = 0.2
 MEMORY_NOTE = "rough: fp32 weights + fp32 grads/AdamW moments of trainable params (LoRA adapters included) + activations of the worst batch"
 
 
@@ -47,6 +53,8 @@ class DryRunReport:
     val_utterances: int = 0
     validation: str = ""  # where the validation utterances would come from, in words
     problem: str | None = None  # reading the data already lost too much: training would stop
+    strategy: str = ""  # what distributed.strategy means with several ranks: ddp | fsdp
+    strategy_reason: str = ""
 
 
 def plan_steps(config: TrainConfig, data: TrainData) -> tuple[int, int, int]:
@@ -65,10 +73,7 @@ def estimate_peak_memory(
     model: Any, counts: dict[str, ModuleCount], sampler: TokenBatchSampler, dataset: SpeechDataset, autocast_dtype: Any, trainable: Sequence[str]
 ) -> int:
     """A rough upper estimate of peak training memory in bytes for the worst batch of epoch 0."""
-    total_parameters = sum(c.trainable + c.frozen for c in counts.values())
-    trainable_parameters = sum(c.trainable for c in counts.values())
-    # fp32 weights; fp32 gradients and two AdamW moments for what trains.
-    static = total_parameters * 4 + trainable_parameters * (4 + 8)
+    static = static_memory(counts)
     llm_config = model.llm.config
     hidden, layers, vocab = llm_config.hidden_size, llm_config.num_hidden_layers, llm_config.vocab_size
     encoder_dim = model.audio_encoder.output_size()
@@ -90,6 +95,73 @@ def estimate_peak_memory(
     return static + worst
 
 
+def static_memory(counts: dict[str, ModuleCount]) -> int:
+    """Bytes of fp32 weights, and of fp32 gradients and two AdamW moments for what trains."""
+    total_parameters = sum(c.trainable + c.frozen for c in counts.values())
+    trainable_parameters = sum(c.trainable for c in counts.values())
+    return total_parameters * 4 + trainable_parameters * (4 + 8)
+
+
+@dataclass(frozen=True)
+class StrategyChoice:
+    """How several ranks hold the model (ddp | fsdp), and why, in words with the numbers."""
+
+    strategy: str
+    reason: str
+
+    def describe(self) -> str:
+        return f"strategy: {self.strategy} ({self.reason})"
+
+
+def choose_strategy(setting: str, *, device: str, device_bytes: int | None, static_bytes: int, peak_bytes: int) -> StrategyChoice:
+    """`distributed.strategy` as a run uses it: ddp and fsdp as set; auto is DDP (each rank a whole
+    copy: fastest) when the peak estimate fits in one device with :data:`DDP_HEADROOM` to spare, FSDP2
+    otherwise. Without a GPU (`device_bytes` None) auto is DDP."""
+    if setting != "auto":
+        return StrategyChoice(setting, f"distributed.strategy: {setting}")
+    if device_bytes is None:
+        return StrategyChoice("ddp", f"auto: on {device} every rank holds the whole model")
+    numbers = (
+        f"weights, gradients and AdamW state {gib(static_bytes)} + activations {gib(peak_bytes - static_bytes)} = {gib(peak_bytes)}, "
+        f"{device} has {gib(device_bytes)}"
+    )
+    if peak_bytes <= device_bytes * (1 - DDP_HEADROOM):
+        return StrategyChoice("ddp", f"auto: {numbers}: fits with {DDP_HEADROOM:.0%} to spare, so every rank holds the whole model")
+    return StrategyChoice("fsdp", f"auto: {numbers}: does not fit with {DDP_HEADROOM:.0%} to spare, so FSDP2 shards weights, gradients and AdamW state")
+
+
+def gib(count: float) -> str:
+    return f"{count / 2**30:.1f} GiB"
+
+
+def device_memory(device: Any) -> int | None:
+    """Total bytes of a CUDA device; None for the CPU."""
+    if device.type != "cuda":
+        return None
+    import torch
+
+    return int(torch.cuda.get_device_properties(device).total_memory)
+
+
+def settle_strategy(
+    config: TrainConfig, world: dist_tools.World, model: Any, counts: dict[str, ModuleCount], data: TrainData, autocast_dtype: Any
+) -> dist_tools.World:
+    """`world` with its strategy decided; rank 0 decides for every rank and says which and why."""
+    if not world.distributed:
+        return world
+    choice = None
+    if world.is_main:
+        setting = config.distributed.strategy
+        estimate = setting == "auto" and world.device.type == "cuda"
+        peak = estimate_peak_memory(model, counts, data.sampler, data.dataset, autocast_dtype, config.trainable) if estimate else 0
+        choice = choose_strategy(
+            setting, device=str(world.device), device_bytes=device_memory(world.device), static_bytes=static_memory(counts), peak_bytes=peak
+        )
+        console.err.print(choice.describe(), soft_wrap=True, markup=False)
+    choice = dist_tools.broadcast_from_main(world, choice)
+    return dataclasses.replace(world, strategy=choice.strategy)
+
+
 def dry_run(request: TrainRequest) -> DryRunReport:
     """Build model and data as training would; report what it would do; train nothing, write nothing."""
     config = request.config
@@ -102,6 +174,9 @@ def dry_run(request: TrainRequest) -> DryRunReport:
     data = prepare_data(request, bundle)
     batches_per_epoch, steps_per_epoch, total_steps = plan_steps(config, data)
     peak = estimate_peak_memory(bundle.model, counts, data.sampler, data.dataset, autocast_dtype, config.trainable)
+    choice = choose_strategy(
+        config.distributed.strategy, device=str(device), device_bytes=device_memory(device), static_bytes=static_memory(counts), peak_bytes=peak
+    )
     records = [(skip.key, skip.reason, skip.where) for skip in data.skipped]
     return DryRunReport(
         config_yaml=dump_config(config),
@@ -121,4 +196,6 @@ def dry_run(request: TrainRequest) -> DryRunReport:
         val_utterances=len(data.val_samples),
         validation=data.validation,
         problem=faults.skip_problem(records, data.corpus_utterances, config.data.max_skip_fraction),
+        strategy=choice.strategy,
+        strategy_reason=choice.reason,
     )

@@ -60,7 +60,7 @@ def test_every_field_is_documented() -> None:
         ("precision=fp16", r"precision: must be one of auto, bf16, fp32, got 'fp16'"),
         ("device=gpu", r"device: must be auto, cpu, cuda or cuda:N, got 'gpu'"),
         ("schedule.decay=exponential", r"schedule\.decay: must be one of cosine, linear, inverse_sqrt, constant, got 'exponential'"),
-        ("distributed.strategy=zero3", r"distributed\.strategy: must be one of ddp, fsdp, got 'zero3'"),
+        ("distributed.strategy=zero3", r"distributed\.strategy: must be one of auto, ddp, fsdp, got 'zero3'"),
         ("checkpoint.select=avg:0", r"checkpoint\.select: must be best, last or avg:K, got 'avg:0'"),
         ("trainable=adaptor,decoder", r"trainable\[1\]: must be one of encoder, adaptor, llm, got 'decoder'"),
     ],
