@@ -1,5 +1,6 @@
 """Exact resume: a run killed with SIGKILL in mid-epoch, or stopped with SIGTERM, and resumed ends
-with weights bitwise identical to an uninterrupted run (CPU, fp32, loader in-process)."""
+with weights bitwise identical to an uninterrupted run (CPU, fp32, loader in-process), with and
+without augmentation."""
 
 from __future__ import annotations
 
@@ -87,8 +88,8 @@ def reference(setup: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
     return final_weights(output)
 
 
-def start_and_wait_for_checkpoint(setup: tuple[Path, Path], output: Path, step: int) -> subprocess.Popen[str]:
-    process = subprocess.Popen(command(setup, output), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment())
+def start_and_wait_for_checkpoint(setup: tuple[Path, Path], output: Path, step: int, *extra: str) -> subprocess.Popen[str]:
+    process = subprocess.Popen(command(setup, output, *extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment())
     deadline = time.monotonic() + 240
     while not (output / "checkpoints" / f"step-{step:06d}" / "meta.json").exists():
         assert process.poll() is None, process.communicate()[1][-3000:]
@@ -140,3 +141,36 @@ def test_sigterm_finishes_the_step_checkpoints_and_prints_the_resume_command(set
     resumed = subprocess.run(command(setup, output, "--resume", "auto"), capture_output=True, text=True, timeout=300, env=environment())
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_bitwise_equal(final_weights(output), reference)
+
+
+@pytest.fixture(scope="module")
+def augmentation(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """Every augmentation on: speed, gain, noise from a folder, SpecAugment."""
+    import numpy as np
+    import soundfile as sf
+
+    noise = tmp_path_factory.mktemp("noise")
+    sf.write(noise / "hiss.wav", (0.1 * np.random.default_rng(0).standard_normal(12000)).astype(np.float32), 16000)
+    return [
+        "augment.spec_augment=true",
+        "augment.speed=true",
+        "augment.gain_db=[-6,6]",
+        f"augment.noise_dir={noise}",
+        "augment.noise_probability=0.5",
+    ]
+
+
+def test_resume_with_augmentation_on_is_bitwise_identical(setup: tuple[Path, Path], reference: dict, augmentation: list[str], tmp_path: Path) -> None:
+    uninterrupted = tmp_path / "uninterrupted"
+    done = subprocess.run(command(setup, uninterrupted, *augmentation), capture_output=True, text=True, timeout=300, env=environment())
+    assert done.returncode == 0, done.stderr[-3000:]
+    augmented = final_weights(uninterrupted)
+    assert any(not torch.equal(augmented[name], reference[name]) for name in reference)  # augmentation changed training
+
+    output = tmp_path / "run"
+    process = start_and_wait_for_checkpoint(setup, output, 5, *augmentation)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    resumed = subprocess.run(command(setup, output, *augmentation, "--resume", "auto"), capture_output=True, text=True, timeout=300, env=environment())
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_bitwise_equal(final_weights(output), augmented)
