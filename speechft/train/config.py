@@ -23,7 +23,7 @@ from speechft.train.typed import FieldError, Pattern, build, check
 # Closed sets: the loader rejects anything else, naming the allowed values.
 Module = Literal["encoder", "adaptor", "llm"]
 Decay = Literal["cosine", "linear", "inverse_sqrt", "constant"]
-Precision = Literal["auto", "bf16", "fp32"]
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
 Strategy = Literal["ddp", "fsdp"]
 Device = Annotated[str, Pattern(r"auto|cpu|cuda(:[0-9]+)?", "auto, cpu, cuda or cuda:N")]
 Select = Annotated[str, Pattern(r"best|last|avg:[1-9][0-9]*", "best, last or avg:K")]
@@ -192,7 +192,8 @@ class TrainConfig:
     device: Device = "auto"
     """auto (CUDA if available), cpu, cuda, cuda:N."""
     precision: Precision = "auto"
-    """auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32."""
+    """auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp16 (autocast with a dynamic loss scale, for GPUs without bf16:
+    V100, T4) | fp32."""
     log_every: int = 10
     """Write a metrics line every this many optimizer steps."""
     compile: bool = False

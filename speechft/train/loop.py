@@ -14,11 +14,10 @@ terminal; SIGINT/SIGTERM finish the current step, write a checkpoint and end the
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
@@ -38,6 +37,7 @@ from speechft.train.plan import plan_steps
 from speechft.train.run_dir import STOPPED_FILE, TrainRequest, TrainResult, read_run, settled, write_run, write_summary
 from speechft.train.speed import apply_speed_switches
 from speechft.train.state import Run, TrainState
+from speechft.train.step import make_loss_scale, train_step
 from speechft.train.validation import Validation, validate
 
 
@@ -114,7 +114,8 @@ def setup(request: TrainRequest, world: dist_tools.World) -> tuple[Run, TrainSta
         state = TrainState(
             **ckpt.resume_training(resume_from, model=model, forward_module=forward_module, optimizer=optimizer, scheduler=scheduler, world=world)
         )
-    run = Run(request, config, world, bundle, data, forward_module, optimizer, scheduler, total_steps, autocast_dtype)
+    loss_scale = make_loss_scale(autocast_dtype, device, state.loss_scale, state.loss_scale_good_steps)
+    run = Run(request, config, world, bundle, data, forward_module, optimizer, scheduler, total_steps, autocast_dtype, loss_scale)
     if world.is_main:
         announce_start(run, state, resume_from)
     return run, state
@@ -181,19 +182,29 @@ def _train_group(run: Run, state: TrainState, group: list[Batch], stop: faults.G
     state.skipped_samples += len(new)
     if empty_ranks:
         return False  # some rank has no readable sample in this group: every rank skips it
-    stats = train_step(run.forward_module, run.optimizer, run.scheduler, usable, config, world=world, step_target_tokens=int(step_tokens))
-    loss, seconds, samples, stopping_ranks = dist_tools.sum_across(
-        world, [stats.loss, stats.audio_seconds, sum(len(b) for b in usable), 1 if stop.requested else 0]
+    # The step sums loss, audio seconds, samples and the ranks asked to stop in its one transfer.
+    stats = train_step(
+        run.forward_module,
+        run.optimizer,
+        run.scheduler,
+        usable,
+        config,
+        world=world,
+        step_target_tokens=int(step_tokens),
+        loss_scale=run.loss_scale,
+        stop_requested=lambda: stop.requested,
     )
     state.step += 1
-    state.audio_seconds += seconds
+    state.audio_seconds += stats.audio_seconds
     if state.epoch == 0:
-        state.first_epoch_samples += int(samples)
-    _count_nonfinite(state, stats, loss, config)
-    log.step(state.step, state.epoch, loss, stats, seconds, skipped=state.skipped_samples, nonfinite=state.nonfinite_steps)
+        state.first_epoch_samples += stats.samples
+    if run.loss_scale is not None:
+        state.loss_scale, state.loss_scale_good_steps = run.loss_scale.scale, run.loss_scale.good_steps
+    _count_nonfinite(state, stats, config)
+    log.step(state.step, state.epoch, stats.loss, stats, stats.audio_seconds, skipped=state.skipped_samples, nonfinite=state.nonfinite_steps)
     if config.validation.every_steps and state.step % config.validation.every_steps == 0:
         _validate_and_checkpoint(run, state, log)
-    if not stopping_ranks:
+    if not stats.stopping_ranks:
         return False
     if state.last_validated_step != state.step:
         _validate_and_checkpoint(run, state, log, validation=False)
@@ -201,62 +212,20 @@ def _train_group(run: Run, state: TrainState, group: list[Batch], stop: faults.G
     return True
 
 
-def train_step(
-    forward_module: Any,
-    optimizer: Any,
-    scheduler: Any,
-    batches: Sequence[Batch],
-    config: TrainConfig,
-    *,
-    world: dist_tools.World | None = None,
-    step_target_tokens: int | None = None,
-) -> StepStats:
-    """One optimizer step over `batches`, this rank's accumulation group.
+def _count_nonfinite(state: TrainState, stats: StepStats, config: TrainConfig) -> None:
+    """A non-finite step was skipped; too many in a row means training has diverged: stop.
 
-    `forward_module(batch)` returns a batch's summed loss (:class:`TrainForward`, maybe wrapped in
-    DDP/FSDP); `step_target_tokens` counts the target tokens of the step on every rank.
-    """
-    import torch
-
-    world_size = world.world_size if world else 1
-    parameters = [p for group in optimizer.param_groups for p in group["params"]]
-    # Normalise by every target token of the step on every rank, so any split of one global batch
-    # over ranks and micro-batches gives the same gradient; DDP and FSDP average over ranks, which
-    # the world_size factor undoes.
-    total_tokens = max(step_target_tokens if step_target_tokens is not None else sum(b.target_tokens for b in batches), 1)
-    scale = world_size / total_tokens
-    loss_value = 0.0
-    for position, batch in enumerate(batches):
-        last = position == len(batches) - 1
-        # Gradients cross ranks once per step: on the last micro-batch only.
-        sync = contextlib.nullcontext() if last or world is None else dist_tools.without_gradient_sync(forward_module, world)
-        with sync:
-            loss = forward_module(batch) * scale
-            loss.backward()
-        loss_value += float(loss.detach()) / world_size
-    lr = optimizer.param_groups[0]["lr"]
-    # The order matters and lives here: (unscale: none needed, bf16 autocast keeps fp32 gradients)
-    # -> clip -> step -> zero_grad -> schedule.
-    max_norm = config.optim.grad_clip if config.optim.grad_clip > 0 else math.inf
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(parameters, max_norm))
-    # The norm is of the synchronised gradients, so every rank takes the same decision.
-    finite = math.isfinite(grad_norm)
-    if finite:
-        optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    scheduler.step()
-    padding = sum(b.padding_fraction * len(b) for b in batches) / max(sum(len(b) for b in batches), 1)
-    return StepStats(loss_value, grad_norm, lr, sum(b.seconds for b in batches), padding, skipped=not finite)
-
-
-def _count_nonfinite(state: TrainState, stats: StepStats, loss: float, config: TrainConfig) -> None:
-    """A non-finite step was skipped; too many in a row means training has diverged: stop."""
+    Under fp16 a finite loss with overflowing gradients is the loss scale being too high: the
+    scale halves and the run goes on; only when it has fallen below 1 do such steps count as divergence."""
     if not stats.skipped:
         state.nonfinite_in_a_row = 0
         return
     state.nonfinite_steps += 1
+    if stats.loss_scale is not None and math.isfinite(stats.loss) and stats.loss_scale >= 1:
+        console.err.print(f"[dim]step {state.step}: fp16 gradients overflowed at loss scale {stats.loss_scale:g}; update skipped, scale halved[/]")
+        return
     state.nonfinite_in_a_row += 1
-    console.err.print(f"[yellow]step {state.step}: non-finite loss or gradient (loss {loss}, grad norm {stats.grad_norm}), update skipped[/]")
+    console.err.print(f"[yellow]step {state.step}: non-finite loss or gradient (loss {stats.loss}, grad norm {stats.grad_norm}), update skipped[/]")
     limit = config.optim.max_nonfinite_steps
     if state.nonfinite_in_a_row >= limit:
         raise TrainingError(

@@ -24,14 +24,17 @@ from speechft.train.state import Run, TrainState
 
 @dataclass
 class StepStats:
-    """What one optimizer step reports (this rank's loss share; the loop sums it over ranks)."""
+    """What one optimizer step reports: loss, audio seconds, samples and stopping ranks summed over ranks."""
 
     loss: float
     grad_norm: float
     lr: float
     audio_seconds: float
-    padding_fraction: float
+    padding_fraction: float  # this rank's
     skipped: bool = False  # non-finite loss or gradient: no update was made
+    samples: int = 0
+    stopping_ranks: int = 0  # ranks asked to stop (a signal) by the end of the step
+    loss_scale: float | None = None  # fp16: the loss scale the step used
 
 
 class MetricsWriter:

@@ -21,7 +21,7 @@ from speechft.train import faults, lora
 from speechft.train.checkpoint import seed_everything
 from speechft.train.config import TrainConfig, dump_config
 from speechft.train.corpus import TrainData, prepare_data
-from speechft.train.modules import ModuleCount, apply_trainable, autocast_for
+from speechft.train.modules import ModuleCount, apply_trainable, autocast_for, precision_name
 from speechft.train.optim import warmup_steps_for
 from speechft.train.run_dir import TrainRequest
 
@@ -114,7 +114,7 @@ def dry_run(request: TrainRequest) -> DryRunReport:
         warmup_steps=warmup_steps_for(config, total_steps),
         token_budget=config.data.token_budget,
         device=str(device),
-        precision="bf16 autocast" if autocast_dtype is not None else "fp32",
+        precision=precision_name(autocast_dtype),
         peak_memory_bytes=peak,
         memory_note=MEMORY_NOTE,
         skipped=len(data.skipped),

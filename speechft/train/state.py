@@ -26,6 +26,8 @@ class TrainState:
     nonfinite_in_a_row: int = 0
     last_validated_step: int = -1
     first_epoch_samples: int = 0  # utterances that went into an update during epoch 0, all ranks
+    loss_scale: float = 2.0**16  # fp16 only: the dynamic loss scale and the clean steps since it last changed
+    loss_scale_good_steps: int = 0
 
 
 @dataclass
@@ -42,3 +44,4 @@ class Run:
     scheduler: Any
     total_steps: int
     autocast_dtype: Any
+    loss_scale: Any = None  # LossScale under fp16
