@@ -133,9 +133,10 @@ def fit(run: Run, state: TrainState, stop: faults.GracefulStop) -> float | None:
     set_train_mode(run.bundle.model, config.trainable)
     with RunLog(request.output_dir, main=run.world.is_main, show_progress=request.show_progress, log_every=config.log_every) as log:
         log.start(run.data, total_steps=run.total_steps, step=state.step, epoch=state.epoch, skipped_utterances=state.skipped_samples)
+        loader = _make_loader(run)
         while state.epoch < config.max_epochs and state.step < run.total_steps:
             whole_epoch, steps_before = state.batch_in_epoch == 0, state.step
-            if _train_epoch(run, state, stop, log):
+            if _train_epoch(run, state, stop, log, loader):
                 return log.last_loss
             if state.step >= run.total_steps and state.batch_in_epoch < len(run.data.sampler.epoch_batches(state.epoch)):
                 break  # stopped by max_steps inside the epoch; the counters say where
@@ -155,11 +156,18 @@ def fit(run: Run, state: TrainState, stop: faults.GracefulStop) -> float | None:
     return log.last_loss
 
 
-def _train_epoch(run: Run, state: TrainState, stop: faults.GracefulStop, log: RunLog) -> bool:
+def _make_loader(run: Run) -> Any:
+    """The run's loader: its worker processes start once and serve every epoch."""
+    config = run.config
+    generator = _loader_generator(config.seed, run.world.rank)
+    pin = run.world.device.type == "cuda"
+    return make_loader(run.data.dataset, run.data.sampler, config.data.num_workers, generator, seed=config.seed, pin_memory=pin)
+
+
+def _train_epoch(run: Run, state: TrainState, stop: faults.GracefulStop, log: RunLog, loader: Any) -> bool:
     """The rest of the current epoch; True when a stop was asked (every rank has checkpointed)."""
-    config, data = run.config, run.data
-    data.sampler.set_epoch(state.epoch, start=state.batch_in_epoch)
-    loader = make_loader(data.dataset, data.sampler, config.data.num_workers, _loader_generator(config.seed, state.epoch, run.world.rank))
+    config = run.config
+    run.data.sampler.set_epoch(state.epoch, start=state.batch_in_epoch)
     batches = iter(loader)
     while state.step < run.total_steps:
         group = _take(batches, config.optim.grad_accum_steps)
@@ -310,10 +318,10 @@ def _stopped(run: Run, state: TrainState, last_loss: float | None, signal_name: 
     )
 
 
-def _loader_generator(seed: int, epoch: int, rank: int) -> Any:
+def _loader_generator(seed: int, rank: int) -> Any:
     import torch
 
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch * 1_009 + rank)
+    return torch.Generator().manual_seed(seed * 1_000_003 + rank)
 
 
 def _take(iterator: Iterator[Batch], count: int) -> list[Batch]:
