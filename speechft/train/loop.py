@@ -18,7 +18,7 @@ import json
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from speechft import console
@@ -33,7 +33,7 @@ from speechft.train.corpus import prepare_data
 from speechft.train.metrics import RunLog, StepStats, announce_start, write_curves
 from speechft.train.modules import apply_trainable, autocast_for, set_train_mode
 from speechft.train.optim import make_optimizer
-from speechft.train.plan import plan_steps
+from speechft.train.plan import plan_steps, provisional, settle_token_budget
 from speechft.train.run_dir import STOPPED_FILE, TrainRequest, TrainResult, read_run, settled, write_run, write_summary
 from speechft.train.speed import apply_speed_switches
 from speechft.train.state import Run, TrainState
@@ -100,7 +100,11 @@ def setup(request: TrainRequest, world: dist_tools.World) -> tuple[Run, TrainSta
     apply_speed_switches(model, config)
     if world.is_main:
         output_dir.check_room_for_run(request.output_dir, model, sum(count.trainable for count in counts.values()), config.checkpoint)
-    data = prepare_data(request, bundle, world)
+    data = prepare_data(provisional(request), bundle, world)
+    config, data, budget = settle_token_budget(config, data, model, counts, autocast_dtype, device, world)
+    if world.is_main and budget.reason != "set in the config":
+        console.err.print(f"token budget {budget.token_budget}: {budget.reason}", soft_wrap=True)
+    request = replace(request, config=config)
     resume_from = ckpt.resume_point(request.output_dir, request.resume)
     faults.check_skips_before_training(request.output_dir, world, data, request.config.data.max_skip_fraction, fresh=resume_from is None)
     _, _, total_steps = plan_steps(config, data)

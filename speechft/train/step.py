@@ -98,23 +98,10 @@ def train_step(
         loss_scale.scaler.unscale_(optimizer)
     max_norm = config.optim.grad_clip if config.optim.grad_clip > 0 else math.inf
     grad_norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm)
-    if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor replicated on every rank
-        grad_norm = grad_norm.full_tensor()
-    device = grad_norm.device
-    totals = torch.stack(
-        [
-            torch.as_tensor(loss_sum, dtype=torch.float64).to(device),
-            torch.tensor(sum(b.seconds for b in batches), dtype=torch.float64, device=device),
-            torch.tensor(sum(len(b) for b in batches), dtype=torch.float64, device=device),
-            torch.tensor(1.0 if stop_requested() else 0.0, dtype=torch.float64, device=device),
-        ]
-    )
-    if world is not None and world.distributed:
-        import torch.distributed as dist
-
-        dist.all_reduce(totals)
     # The one transfer of the step. The norm is of the synchronised gradients, so every rank takes the same decision.
-    loss_value, seconds, samples, stopping, norm = torch.cat([totals, grad_norm.detach().double().reshape(1)]).tolist()
+    loss_value, seconds, samples, stopping, norm = _to_host(
+        world, grad_norm, [loss_sum, sum(b.seconds for b in batches), sum(len(b) for b in batches), stop_requested()]
+    )
     finite = math.isfinite(norm)
     if finite:
         # Under fp16 the gradients are unscaled already and the norm found no inf: GradScaler.step would only repeat that check.
@@ -126,3 +113,18 @@ def train_step(
     scheduler.step()
     padding = sum(b.padding_fraction * len(b) for b in batches) / max(sum(len(b) for b in batches), 1)
     return StepStats(loss_value, norm, lr, seconds, padding, skipped=not finite, samples=int(samples), stopping_ranks=int(stopping), loss_scale=scale_used)
+
+
+def _to_host(world: dist_tools.World | None, grad_norm: Any, summed: Sequence[Any]) -> list[float]:
+    """`summed` (device tensors or host numbers) summed over ranks, then the gradient norm, in one device-to-host transfer."""
+    import torch
+
+    if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor replicated on every rank
+        grad_norm = grad_norm.full_tensor()
+    device = grad_norm.device
+    totals = torch.stack([torch.as_tensor(value, dtype=torch.float64).to(device) for value in summed])
+    if world is not None and world.distributed:
+        import torch.distributed as dist
+
+        dist.all_reduce(totals)
+    return torch.cat([totals, grad_norm.detach().double().reshape(1)]).tolist()
