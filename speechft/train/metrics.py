@@ -138,6 +138,7 @@ class RunLog:
                     "elapsed_s": time.monotonic() - self.window_start,
                     "skipped_samples": skipped,
                     "nonfinite_steps": nonfinite,
+                    "peak_memory_bytes": _peak_memory_bytes(),
                 }
             )
 
@@ -159,6 +160,13 @@ class RunLog:
     def epoch_done(self, epoch: int, step: int, loss: float, cer: float) -> None:
         if self.main:
             console.err.print(f"epoch {epoch}: step {step}, val loss {loss:.3f}, val CER {cer:.2%}")
+
+
+def _peak_memory_bytes() -> int | None:
+    """The most CUDA memory this rank's tensors have held (the allocator's own count: no device sync); None without CUDA."""
+    import torch
+
+    return int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() and torch.cuda.is_initialized() else None
 
 
 def write_curves(output_dir: Path) -> Path:
