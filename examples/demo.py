@@ -10,14 +10,15 @@ guide's flow with the commands a user would type, echoing each one:
 
 and writes `out/demo/report.json` with the CERs (`baseline_cer`, `finetuned_cer`,
 `domain_a_cer_before`, `domain_a_cer_after`: the medium-data fine-tune; every profile under
-`profiles`), then checks its targets on the medium-data fine-tune: domain-B CER at least 30%
-relatively lower, domain-A CER not more than 5 points worse. The adaptor-only (small-data)
-fine-tune is shown beside it; on this ~1 M-parameter model it gains less and forgets more.
+`profiles`, with its relative gain, seconds and why its training ended), then checks its targets:
+domain-B CER at least 50% relatively lower with medium-data and 35% with small-data, domain-A CER
+not more than 2 points worse with either.
 
     python examples/demo.py [--out out/demo] [--quick] [--model-dir DIR]
 
 `--quick` runs the same flow on a handful of utterances per set with a few training steps (a smoke
-test of the pipeline; targets are not checked).
+test of the pipeline; targets are not checked). `examples/effects.py` reuses these steps to
+measure each augmentation and early stopping on and off.
 """
 
 from __future__ import annotations
@@ -34,14 +35,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "examples" / "tiny-nano"
 DATA = REPO / "examples" / "data"
-RELATIVE_GAIN_TARGET = 0.30
-DOMAIN_A_TOLERANCE = 0.05  # absolute CER
 QUICK_UTTERANCES = 6
-# The guide's profiles for small data, with learning rates for a ~1 M-parameter model.
-PROFILES = {"small-data": "3e-3", "medium-data": "1e-3"}
-# The fine-tune the targets are checked on: on the tiny model, adaptor-only (small-data) gains about
-# 30% on domain B but costs domain A several points; encoder + adaptor gains more and keeps A.
-CHECKED_PROFILE = "medium-data"
+# The guide's profiles as shipped, plus what a ~1 M-parameter model needs: learning rates ~10x the
+# 0.6 B-parameter model's, batches of 16 and enough epochs for early stopping to choose the end.
+TINY_MODEL = ["max_epochs=20", "data.max_utterances_per_batch=16"]
+PROFILES = {"small-data": [*TINY_MODEL, "optim.lr=3e-3"], "medium-data": [*TINY_MODEL, "optim.lr=1e-3"]}
+# Least relative domain-B gain per profile; domain A may get at most this much (absolute CER) worse.
+TARGETS = {"small-data": 0.35, "medium-data": 0.50}
+DOMAIN_A_TOLERANCE = 0.02
+CHECKED_PROFILE = "medium-data"  # the report's top-level finetuned_cer
 SETS = ("domain-a/test", "domain-a/replay", "domain-b/train", "domain-b/test")
 
 
@@ -69,34 +71,23 @@ def subset(source: Path, target: Path, count: int) -> None:
     (target / "text").write_text("".join(f"{key} {text[key]}\n" for key in keys), encoding="utf-8")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=REPO / "out" / "demo")
-    parser.add_argument("--quick", action="store_true", help="a few utterances and training steps only; targets not checked")
-    parser.add_argument("--model-dir", type=Path, default=MODEL, help="base model (default: the bundled tiny model)")
-    args = parser.parse_args(argv)
-    if not (args.model_dir / "model.pt").exists():
-        print(
-            f"{args.model_dir / 'model.pt'} not found. The bundled tiny model is part of the repository "
-            "(restore it with `git checkout examples/tiny-nano`); examples/make_tiny_nano.py retrains it.",
-            file=sys.stderr,
-        )
-        return 1
-    started = time.monotonic()
-    out = args.out.resolve()
+def start(out: Path, quick: bool) -> Path:
+    """A fresh output folder; the data sets the run reads (a few utterances each when quick)."""
     if out.exists():
         shutil.rmtree(out)
     (out / "data").mkdir(parents=True)
-    data, model = out / "data", str(args.model_dir.resolve())
-    if args.quick:
-        sets_dir = out / "data" / "quick"
-        for name in SETS:
-            subset(DATA / name, sets_dir / name, QUICK_UTTERANCES)
-    else:
-        sets_dir = DATA
+    if not quick:
+        return DATA
+    sets_dir = out / "data" / "quick"
+    for name in SETS:
+        subset(DATA / name, sets_dir / name, QUICK_UTTERANCES)
+    return sets_dir
 
-    # 1. Kaldi-style data dirs -> training jsonl (domain B with a validation split, domain-A replay).
-    #    The bundled transcripts are written-form text (digits as digits): --itn on asks for it.
+
+def prepare(out: Path, sets_dir: Path, model: str) -> None:
+    """Kaldi-style data dirs -> training jsonl (domain B with a validation split, domain-A replay).
+    The bundled transcripts are written-form text (digits as digits): --itn on asks for it."""
+    data = out / "data"
     run(
         "prep",
         "--scp",
@@ -128,46 +119,38 @@ def main(argv: list[str] | None = None) -> int:
         str(data / "a-replay.jsonl"),
     )
 
-    # 2. Baseline: the base model on both test sets
+
+def decode_tests(out: Path, sets_dir: Path, model: str, system: str) -> None:
+    """`system`'s transcripts of both test sets (a fine-tune decodes with the prompt it was trained with)."""
     for domain in ("a", "b"):
-        run("decode", "--model-dir", model, "--scp", str(sets_dir / f"domain-{domain}/test/wav.scp"), "--output", str(out / f"base/{domain}-test.txt"))
+        run("decode", "--model-dir", model, "--scp", str(sets_dir / f"domain-{domain}/test/wav.scp"), "--output", str(out / f"{system}/{domain}-test.txt"))
 
-    # 3. Fine-tune on domain B with each profile, replaying domain A so the model does not forget it,
-    # 4. and decode both test sets with the result (it decodes with the prompt it was trained with)
-    quick = ["max_steps=6", "validation.max_utterances=8"] if args.quick else []
-    for profile, lr in PROFILES.items():
-        run(
-            "train",
-            "--profile",
-            profile,
-            "--model-dir",
-            model,
-            "--train",
-            str(data / "b-train.jsonl"),
-            f"{data / 'a-replay.jsonl'}:1",
-            "--val",
-            str(data / "b-val.jsonl"),
-            "--output-dir",
-            str(out / profile),
-            "--quiet",
-            "max_epochs=20",
-            f"optim.lr={lr}",
-            "data.max_utterances_per_batch=16",
-            *quick,
-        )
-        for domain in ("a", "b"):
-            run(
-                "decode",
-                "--model-dir",
-                str(out / profile),
-                "--scp",
-                str(sets_dir / f"domain-{domain}/test/wav.scp"),
-                "--output",
-                str(out / f"{profile}/{domain}-test.txt"),
-            )
 
-    # 5. Normalise references and hypotheses as the guide does, 6. score: base vs each fine-tune
-    systems = ("base", *PROFILES)
+def fine_tune(out: Path, model: str, system: str, profile: str, overrides: list[str]) -> float:
+    """Fine-tune on domain B with `profile`, replaying domain A so the model does not forget it; seconds taken."""
+    data = out / "data"
+    began = time.monotonic()
+    run(
+        "train",
+        "--profile",
+        profile,
+        "--model-dir",
+        model,
+        "--train",
+        str(data / "b-train.jsonl"),
+        f"{data / 'a-replay.jsonl'}:1",
+        "--val",
+        str(data / "b-val.jsonl"),
+        "--output-dir",
+        str(out / system),
+        "--quiet",
+        *overrides,
+    )
+    return time.monotonic() - began
+
+
+def score(out: Path, sets_dir: Path, systems: list[str]) -> dict[str, dict[str, float]]:
+    """Normalise references and hypotheses as the guide does, score every system: {system: {a, b}}."""
     for domain in ("a", "b"):
         run("normalize", str(sets_dir / f"domain-{domain}/test/text"), str(out / f"ref/{domain}-test.norm"))
         outputs = []
@@ -182,43 +165,91 @@ def main(argv: list[str] | None = None) -> int:
             "--json",
             str(out / f"score-{domain}.json"),
         )
+    return {system: {domain: read_cer(out / f"score-{domain}.json", index) for domain in ("a", "b")} for index, system in enumerate(systems)}
 
-    checked = systems.index(CHECKED_PROFILE)
-    report = {
-        "baseline_cer": read_cer(out / "score-b.json", 0),
-        "finetuned_cer": read_cer(out / "score-b.json", checked),
-        "domain_a_cer_before": read_cer(out / "score-a.json", 0),
-        "domain_a_cer_after": read_cer(out / "score-a.json", checked),
-        "finetuned_profile": CHECKED_PROFILE,
-        "profiles": {
-            profile: {"domain_b_cer": read_cer(out / "score-b.json", index), "domain_a_cer": read_cer(out / "score-a.json", index)}
-            for index, profile in enumerate(systems)
-            if profile != "base"
-        },
-        "seconds": round(time.monotonic() - started, 1),
-        "curves": {profile: str(out / profile / "curves.png") for profile in PROFILES},
-    }
-    relative_gain = 1 - report["finetuned_cer"] / report["baseline_cer"] if report["baseline_cer"] else 0.0
-    report["relative_gain"] = round(relative_gain, 4)
+
+def end_reason(run_dir: Path) -> str:
+    summary = run_dir / "train_summary.json"
+    return json.loads(summary.read_text(encoding="utf-8")).get("end_reason", "") if summary.exists() else ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=REPO / "out" / "demo")
+    parser.add_argument("--quick", action="store_true", help="a few utterances and training steps only; targets not checked")
+    parser.add_argument("--model-dir", type=Path, default=MODEL, help="base model (default: the bundled tiny model)")
+    args = parser.parse_args(argv)
+    if not (args.model_dir / "model.pt").exists():
+        print(
+            f"{args.model_dir / 'model.pt'} not found. The bundled tiny model is part of the repository "
+            "(restore it with `git checkout examples/tiny-nano`); examples/make_tiny_nano.py retrains it.",
+            file=sys.stderr,
+        )
+        return 1
+    started = time.monotonic()
+    out, model = args.out.resolve(), str(args.model_dir.resolve())
+    sets_dir = start(out, args.quick)
+    prepare(out, sets_dir, model)
+    decode_tests(out, sets_dir, model, "base")
+    quick = ["max_steps=6", "validation.max_utterances=8"] if args.quick else []
+    seconds = {}
+    for profile, overrides in PROFILES.items():
+        seconds[profile] = fine_tune(out, model, profile, profile, [*overrides, *quick])
+        decode_tests(out, sets_dir, str(out / profile), profile)
+    cers = score(out, sets_dir, ["base", *PROFILES])
+    report = make_report(cers, seconds, out)
+    report["seconds"] = round(time.monotonic() - started, 1)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print()
     for profile, figures in report["profiles"].items():
-        gain = 1 - figures["domain_b_cer"] / report["baseline_cer"] if report["baseline_cer"] else 0.0
         print(
-            f"{profile:12} domain B CER {report['baseline_cer']:.1%} -> {figures['domain_b_cer']:.1%} ({gain:.0%} relative); "
-            f"domain A CER {report['domain_a_cer_before']:.1%} -> {figures['domain_a_cer']:.1%}"
+            f"{profile:12} domain B CER {report['baseline_cer']:.1%} -> {figures['domain_b_cer']:.1%} ({figures['relative_gain']:.0%} relative); "
+            f"domain A CER {report['domain_a_cer_before']:.1%} -> {figures['domain_a_cer']:.1%}; {figures['seconds']:.0f} s ({figures['end_reason']})"
         )
     print(f"{report['seconds']:.0f} s. Report: {out / 'report.json'}, curves: {out}/<profile>/curves.png")
     if args.quick:
         return 0
-    failures = []
-    if relative_gain < RELATIVE_GAIN_TARGET:
-        failures.append(f"{CHECKED_PROFILE}: domain-B CER fell {relative_gain:.0%}, target at least {RELATIVE_GAIN_TARGET:.0%}")
-    if report["domain_a_cer_after"] - report["domain_a_cer_before"] > DOMAIN_A_TOLERANCE:
-        failures.append(f"{CHECKED_PROFILE}: domain-A CER rose by more than {DOMAIN_A_TOLERANCE:.0%} absolute")
+    failures = missed_targets(report)
     for failure in failures:
         print(f"\033[31mdemo target missed: {failure}\033[0m", file=sys.stderr)
     return 1 if failures else 0
+
+
+def make_report(cers: dict[str, dict[str, float]], seconds: dict[str, float], out: Path) -> dict:
+    base = cers["base"]
+    profiles = {
+        profile: {
+            "domain_b_cer": cers[profile]["b"],
+            "domain_a_cer": cers[profile]["a"],
+            "relative_gain": round(1 - cers[profile]["b"] / base["b"], 4) if base["b"] else 0.0,
+            "domain_a_change": round(cers[profile]["a"] - base["a"], 4),
+            "seconds": round(seconds[profile], 1),
+            "end_reason": end_reason(out / profile),
+            "target_relative_gain": TARGETS.get(profile),
+        }
+        for profile in seconds
+    }
+    return {
+        "baseline_cer": base["b"],
+        "finetuned_cer": cers[CHECKED_PROFILE]["b"],
+        "domain_a_cer_before": base["a"],
+        "domain_a_cer_after": cers[CHECKED_PROFILE]["a"],
+        "finetuned_profile": CHECKED_PROFILE,
+        "relative_gain": profiles[CHECKED_PROFILE]["relative_gain"],
+        "profiles": profiles,
+        "curves": {profile: str(out / profile / "curves.png") for profile in seconds},
+    }
+
+
+def missed_targets(report: dict) -> list[str]:
+    failures = []
+    for profile, figures in report["profiles"].items():
+        target = TARGETS.get(profile)
+        if target is not None and figures["relative_gain"] < target:
+            failures.append(f"{profile}: domain-B CER fell {figures['relative_gain']:.0%}, target at least {target:.0%}")
+        if figures["domain_a_change"] > DOMAIN_A_TOLERANCE:
+            failures.append(f"{profile}: domain-A CER rose {figures['domain_a_change']:.1%} absolute, at most {DOMAIN_A_TOLERANCE:.0%} allowed")
+    return failures
 
 
 if __name__ == "__main__":

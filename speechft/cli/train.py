@@ -102,7 +102,7 @@ def render_dry_run(report: DryRunReport) -> None:
     out.print(
         f"training utterances: {report.utterances} ({report.hours:.2f} h), skipped lines: {report.skipped}, validation utterances: {report.val_utterances}"
     )
-    out.print(f"token budget: {report.token_budget} (padded speech_length + text_length per batch)")
+    out.print(f"token budget: {report.token_budget} padded speech_length + text_length per batch ({report.token_budget_reason})", soft_wrap=True)
     out.print(
         f"batches per epoch: {report.batches_per_epoch}, optimizer steps per epoch: {report.steps_per_epoch}, total steps: {report.total_steps}, warmup steps: {report.warmup_steps}"
     )

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from speechft.data.dataset import Sample, SpeechDataset
+from speechft.data.dataset import EpochTagged, Sample, SpeechDataset
 from speechft.data.manifest import Skip
 from speechft.data.sampler import TokenBatchSampler
 from speechft.model.inputs import IGNORE_INDEX
@@ -38,6 +39,11 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    def pin_memory(self) -> Batch:
+        """The same batch with its tensors in page-locked memory (the loader calls this on CUDA): faster copies to the GPU."""
+        tensors = ("input_ids", "attention_mask", "labels", "speech", "speech_lengths", "audio_starts", "audio_token_counts")
+        return dataclasses.replace(self, **{name: getattr(self, name).pin_memory() for name in tensors})
 
 
 def bucket_size(length: int, sizes: Sequence[int]) -> int:
@@ -100,20 +106,64 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
-def make_loader(dataset: SpeechDataset, sampler: TokenBatchSampler, num_workers: int, generator: Any = None) -> Any:
-    """A DataLoader yielding :class:`Batch` objects in the sampler's order.
+class SeededItems:
+    """The dataset as loader workers see it: items are (seed, epoch, index), and the torch RNG is
+    seeded from `seed` before the sample is made. The frontend's dither then depends only on
+    where the sample stands in the run, not on which worker made it or how long that worker has
+    lived, so workers can persist across epochs and a resume in mid-epoch draws the same dither."""
 
-    `generator` seeds the worker processes; without one the loader draws that seed from the global
-    torch RNG each time it starts, which would shift dropout after a mid-epoch resume.
+    def __init__(self, dataset: SpeechDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int, int]) -> Sample | Skip:
+        import torch
+
+        seed, epoch, index = item
+        # The CPU generator alone: torch.manual_seed also seeds every accelerator backend, ~100x slower.
+        torch.default_generator.manual_seed(seed)
+        return self.dataset[(epoch, index)]
+
+
+class SeededBatches:
+    """The sampler's batches as (seed, epoch, index) items (the epoch draws the augmentation); each seed is made of (run seed, epoch, rank,
+    batch of the epoch, place in the batch), so a copy of an utterance drawn twice in one epoch gets its own dither."""
+
+    def __init__(self, sampler: TokenBatchSampler, seed: int) -> None:
+        self.sampler = sampler
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
+        sampler = self.sampler
+        base = ((self.seed * 1_000_003 + sampler.epoch) * 1_009 + sampler.rank) * 1_000_003
+        for number, batch in enumerate(sampler, start=sampler.start):
+            yield [((base + number * 1_009 + place) % 2**63, sampler.epoch, index) for place, index in enumerate(batch)]
+
+
+def make_loader(dataset: SpeechDataset, sampler: TokenBatchSampler, num_workers: int, generator: Any = None, *, seed: int = 0, pin_memory: bool = False) -> Any:
+    """A DataLoader yielding :class:`Batch` objects in the sampler's order; iterate it once per epoch
+    after `sampler.set_epoch`.
+
+    With workers, they start once and serve every epoch (`persistent_workers`), and each sample's
+    randomness is seeded from `seed` and its place in the run (:class:`SeededBatches`). In-process
+    (`num_workers=0`) samples draw from the training process's RNG, which checkpoints restore.
+    `generator` seeds what the loader itself draws when an epoch starts; without one it would draw
+    from the global torch RNG, which would shift dropout after a mid-epoch resume.
     """
     import torch
 
     return torch.utils.data.DataLoader(
-        dataset,
-        batch_sampler=sampler,
+        SeededItems(dataset) if num_workers else dataset,
+        batch_sampler=SeededBatches(sampler, seed) if num_workers else EpochTagged(sampler),
         collate_fn=functools.partial(collate, speech_buckets=dataset.speech_buckets, token_buckets=dataset.token_buckets),
         num_workers=num_workers,
         worker_init_fn=_worker_init if num_workers else None,
-        persistent_workers=False,
+        persistent_workers=num_workers > 0,
+        pin_memory=pin_memory,
         generator=generator,
     )

@@ -23,7 +23,7 @@ from speechft.train.typed import FieldError, Pattern, build, check
 # Closed sets: the loader rejects anything else, naming the allowed values.
 Module = Literal["encoder", "adaptor", "llm"]
 Decay = Literal["cosine", "linear", "inverse_sqrt", "constant"]
-Precision = Literal["auto", "bf16", "fp32"]
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
 Strategy = Literal["auto", "ddp", "fsdp"]
 Device = Annotated[str, Pattern(r"auto|cpu|cuda(:[0-9]+)?", "auto, cpu, cuda or cuda:N")]
 Select = Annotated[str, Pattern(r"best|last|avg:[1-9][0-9]*", "best, last or avg:K")]
@@ -71,8 +71,9 @@ class ScheduleConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    token_budget: int = 6000
-    """Most padded `speech_length + text_length` per batch (fbank frames + transcript tokens)."""
+    token_budget: int | Literal["auto"] = 6000
+    """Most padded `speech_length + text_length` per batch (fbank frames + transcript tokens); auto: on a GPU the largest
+    of 2000..64000 whose estimated peak memory fits it (the dry run prints the choice), on CPU 6000."""
     max_utterances_per_batch: int = 10
     """Most utterances per batch."""
     max_sample_tokens: int = 3500
@@ -98,7 +99,7 @@ class DataConfig:
     unreadable audio); a run where all are skipped always stops."""
 
     def __post_init__(self) -> None:
-        check(self.token_budget > 0, "data.token_budget", "must be > 0")
+        check(self.token_budget == "auto" or self.token_budget > 0, "data.token_budget", "must be > 0 or auto")
         check(self.max_utterances_per_batch >= 1, "data.max_utterances_per_batch", "must be >= 1")
         check(self.max_sample_tokens > 0, "data.max_sample_tokens", "must be > 0")
         check(self.sort_buffer >= 1, "data.sort_buffer", "must be >= 1")
@@ -236,7 +237,8 @@ class TrainConfig:
     device: Device = "auto"
     """auto (CUDA if available), cpu, cuda, cuda:N."""
     precision: Precision = "auto"
-    """auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32."""
+    """auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp16 (autocast with a dynamic loss scale, for GPUs without bf16:
+    V100, T4) | fp32."""
     log_every: int = 10
     """Write a metrics line every this many optimizer steps."""
     compile: bool = False

@@ -14,17 +14,15 @@ terminal; SIGINT/SIGTERM finish the current step, write a checkpoint and end the
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict
+from collections.abc import Iterator
+from dataclasses import asdict, replace
 from typing import Any
 
 from speechft import console
 from speechft.data.collate import Batch, make_loader
-from speechft.data.dataset import EpochTagged
 from speechft.errors import TrainingError
 from speechft.model.build import load_model
 from speechft.train import checkpoint as ckpt
@@ -35,10 +33,11 @@ from speechft.train.corpus import prepare_data
 from speechft.train.metrics import RunLog, StepStats, announce_start, write_curves
 from speechft.train.modules import apply_trainable, autocast_for, set_train_mode
 from speechft.train.optim import make_optimizer
-from speechft.train.plan import plan_steps, settle_strategy
+from speechft.train.plan import plan_steps, provisional, settle_strategy, settle_token_budget
 from speechft.train.run_dir import STOPPED_FILE, TrainRequest, TrainResult, read_run, settled, write_run, write_summary
 from speechft.train.speed import apply_speed_switches
 from speechft.train.state import Run, TrainState
+from speechft.train.step import make_loss_scale, train_step
 from speechft.train.validation import Validation, validate
 
 
@@ -101,7 +100,11 @@ def setup(request: TrainRequest, world: dist_tools.World) -> tuple[Run, TrainSta
     apply_speed_switches(model, config)
     if world.is_main:
         output_dir.check_room_for_run(request.output_dir, model, sum(count.trainable for count in counts.values()), config.checkpoint)
-    data = prepare_data(request, bundle, world)
+    data = prepare_data(provisional(request), bundle, world)
+    config, data, budget = settle_token_budget(config, data, model, counts, autocast_dtype, device, world)
+    if world.is_main and budget.reason != "set in the config":
+        console.err.print(f"token budget {budget.token_budget}: {budget.reason}", soft_wrap=True)
+    request = replace(request, config=config)
     resume_from = ckpt.resume_point(request.output_dir, request.resume)
     faults.check_skips_before_training(request.output_dir, world, data, request.config.data.max_skip_fraction, fresh=resume_from is None)
     _, _, total_steps = plan_steps(config, data)
@@ -116,8 +119,11 @@ def setup(request: TrainRequest, world: dist_tools.World) -> tuple[Run, TrainSta
         state = TrainState(
             **ckpt.resume_training(resume_from, model=model, forward_module=forward_module, optimizer=optimizer, scheduler=scheduler, world=world)
         )
+    loss_scale = make_loss_scale(autocast_dtype, device, state.loss_scale, state.loss_scale_good_steps)
     cadence = stopping.validation_cadence(config, data, total_steps)
-    run = Run(request, config, world, bundle, data, forward_module, optimizer, scheduler, total_steps, autocast_dtype, cadence)
+    run = Run(
+        request, config, world, bundle, data, forward_module, optimizer, scheduler, total_steps, autocast_dtype, validate_every=cadence, loss_scale=loss_scale
+    )
     if world.is_main:
         announce_start(run, state, resume_from)
     return run, state
@@ -135,9 +141,10 @@ def fit(run: Run, state: TrainState, stop: faults.GracefulStop) -> float | None:
     set_train_mode(run.bundle.model, config.trainable)
     with RunLog(request.output_dir, main=run.world.is_main, show_progress=request.show_progress, log_every=config.log_every) as log:
         log.start(run.data, total_steps=run.total_steps, step=state.step, epoch=state.epoch, skipped_utterances=state.skipped_samples)
+        loader = _make_loader(run)
         while state.epoch < config.max_epochs and state.step < run.total_steps and not state.early_stopped:
             whole_epoch, steps_before = state.batch_in_epoch == 0, state.step
-            if _train_epoch(run, state, stop, log):
+            if _train_epoch(run, state, stop, log, loader):
                 return log.last_loss
             if state.early_stopped or (state.step >= run.total_steps and state.batch_in_epoch < len(run.data.sampler.epoch_batches(state.epoch))):
                 break  # stopped early or by max_steps inside the epoch; the counters say where
@@ -157,11 +164,18 @@ def fit(run: Run, state: TrainState, stop: faults.GracefulStop) -> float | None:
     return log.last_loss
 
 
-def _train_epoch(run: Run, state: TrainState, stop: faults.GracefulStop, log: RunLog) -> bool:
+def _make_loader(run: Run) -> Any:
+    """The run's loader: its worker processes start once and serve every epoch."""
+    config = run.config
+    generator = _loader_generator(config.seed, run.world.rank)
+    pin = run.world.device.type == "cuda"
+    return make_loader(run.data.dataset, run.data.sampler, config.data.num_workers, generator, seed=config.seed, pin_memory=pin)
+
+
+def _train_epoch(run: Run, state: TrainState, stop: faults.GracefulStop, log: RunLog, loader: Any) -> bool:
     """The rest of the current epoch; True when a stop was asked (every rank has checkpointed)."""
-    config, data = run.config, run.data
-    data.sampler.set_epoch(state.epoch, start=state.batch_in_epoch)
-    loader = make_loader(data.dataset, EpochTagged(data.sampler), config.data.num_workers, _loader_generator(config.seed, state.epoch, run.world.rank))
+    config = run.config
+    run.data.sampler.set_epoch(state.epoch, start=state.batch_in_epoch)
     batches = iter(loader)
     while state.step < run.total_steps and not state.early_stopped:
         group = _take(batches, config.optim.grad_accum_steps)
@@ -184,19 +198,29 @@ def _train_group(run: Run, state: TrainState, group: list[Batch], stop: faults.G
     state.skipped_samples += len(new)
     if empty_ranks:
         return False  # some rank has no readable sample in this group: every rank skips it
-    stats = train_step(run.forward_module, run.optimizer, run.scheduler, usable, config, world=world, step_target_tokens=int(step_tokens))
-    loss, seconds, samples, stopping_ranks = dist_tools.sum_across(
-        world, [stats.loss, stats.audio_seconds, sum(len(b) for b in usable), 1 if stop.requested else 0]
+    # The step sums loss, audio seconds, samples and the ranks asked to stop in its one transfer.
+    stats = train_step(
+        run.forward_module,
+        run.optimizer,
+        run.scheduler,
+        usable,
+        config,
+        world=world,
+        step_target_tokens=int(step_tokens),
+        loss_scale=run.loss_scale,
+        stop_requested=lambda: stop.requested,
     )
     state.step += 1
-    state.audio_seconds += seconds
+    state.audio_seconds += stats.audio_seconds
     if state.epoch == 0:
-        state.first_epoch_samples += int(samples)
-    _count_nonfinite(state, stats, loss, config)
-    log.step(state.step, state.epoch, loss, stats, seconds, skipped=state.skipped_samples, nonfinite=state.nonfinite_steps)
+        state.first_epoch_samples += stats.samples
+    if run.loss_scale is not None:
+        state.loss_scale, state.loss_scale_good_steps = run.loss_scale.scale, run.loss_scale.good_steps
+    _count_nonfinite(state, stats, config)
+    log.step(state.step, state.epoch, stats.loss, stats, stats.audio_seconds, skipped=state.skipped_samples, nonfinite=state.nonfinite_steps)
     if run.validate_every and state.step % run.validate_every == 0:
         _validate_and_checkpoint(run, state, log)
-    if not stopping_ranks:
+    if not stats.stopping_ranks:
         return False
     if state.last_validated_step != state.step:
         _validate_and_checkpoint(run, state, log, validation=False)
@@ -204,62 +228,20 @@ def _train_group(run: Run, state: TrainState, group: list[Batch], stop: faults.G
     return True
 
 
-def train_step(
-    forward_module: Any,
-    optimizer: Any,
-    scheduler: Any,
-    batches: Sequence[Batch],
-    config: TrainConfig,
-    *,
-    world: dist_tools.World | None = None,
-    step_target_tokens: int | None = None,
-) -> StepStats:
-    """One optimizer step over `batches`, this rank's accumulation group.
+def _count_nonfinite(state: TrainState, stats: StepStats, config: TrainConfig) -> None:
+    """A non-finite step was skipped; too many in a row means training has diverged: stop.
 
-    `forward_module(batch)` returns a batch's summed loss (:class:`TrainForward`, maybe wrapped in
-    DDP/FSDP); `step_target_tokens` counts the target tokens of the step on every rank.
-    """
-    import torch
-
-    world_size = world.world_size if world else 1
-    parameters = [p for group in optimizer.param_groups for p in group["params"]]
-    # Normalise by every target token of the step on every rank, so any split of one global batch
-    # over ranks and micro-batches gives the same gradient; DDP and FSDP average over ranks, which
-    # the world_size factor undoes.
-    total_tokens = max(step_target_tokens if step_target_tokens is not None else sum(b.target_tokens for b in batches), 1)
-    scale = world_size / total_tokens
-    loss_value = 0.0
-    for position, batch in enumerate(batches):
-        last = position == len(batches) - 1
-        # Gradients cross ranks once per step: on the last micro-batch only.
-        sync = contextlib.nullcontext() if last or world is None else dist_tools.without_gradient_sync(forward_module, world)
-        with sync:
-            loss = forward_module(batch) * scale
-            loss.backward()
-        loss_value += float(loss.detach()) / world_size
-    lr = optimizer.param_groups[0]["lr"]
-    # The order matters and lives here: (unscale: none needed, bf16 autocast keeps fp32 gradients)
-    # -> clip -> step -> zero_grad -> schedule.
-    max_norm = config.optim.grad_clip if config.optim.grad_clip > 0 else math.inf
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(parameters, max_norm))
-    # The norm is of the synchronised gradients, so every rank takes the same decision.
-    finite = math.isfinite(grad_norm)
-    if finite:
-        optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    scheduler.step()
-    padding = sum(b.padding_fraction * len(b) for b in batches) / max(sum(len(b) for b in batches), 1)
-    return StepStats(loss_value, grad_norm, lr, sum(b.seconds for b in batches), padding, skipped=not finite)
-
-
-def _count_nonfinite(state: TrainState, stats: StepStats, loss: float, config: TrainConfig) -> None:
-    """A non-finite step was skipped; too many in a row means training has diverged: stop."""
+    Under fp16 a finite loss with overflowing gradients is the loss scale being too high: the
+    scale halves and the run goes on; only when it has fallen below 1 do such steps count as divergence."""
     if not stats.skipped:
         state.nonfinite_in_a_row = 0
         return
     state.nonfinite_steps += 1
+    if stats.loss_scale is not None and math.isfinite(stats.loss) and stats.loss_scale >= 1:
+        console.err.print(f"[dim]step {state.step}: fp16 gradients overflowed at loss scale {stats.loss_scale:g}; update skipped, scale halved[/]")
+        return
     state.nonfinite_in_a_row += 1
-    console.err.print(f"[yellow]step {state.step}: non-finite loss or gradient (loss {loss}, grad norm {stats.grad_norm}), update skipped[/]")
+    console.err.print(f"[yellow]step {state.step}: non-finite loss or gradient (loss {stats.loss}, grad norm {stats.grad_norm}), update skipped[/]")
     limit = config.optim.max_nonfinite_steps
     if state.nonfinite_in_a_row >= limit:
         raise TrainingError(
@@ -346,10 +328,10 @@ def _stopped(run: Run, state: TrainState, last_loss: float | None, signal_name: 
     )
 
 
-def _loader_generator(seed: int, epoch: int, rank: int) -> Any:
+def _loader_generator(seed: int, rank: int) -> Any:
     import torch
 
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch * 1_009 + rank)
+    return torch.Generator().manual_seed(seed * 1_000_003 + rank)
 
 
 def _take(iterator: Iterator[Batch], count: int) -> list[Batch]:

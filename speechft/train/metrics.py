@@ -24,14 +24,17 @@ from speechft.train.state import Run, TrainState
 
 @dataclass
 class StepStats:
-    """What one optimizer step reports (this rank's loss share; the loop sums it over ranks)."""
+    """What one optimizer step reports: loss, audio seconds, samples and stopping ranks summed over ranks."""
 
     loss: float
     grad_norm: float
     lr: float
     audio_seconds: float
-    padding_fraction: float
+    padding_fraction: float  # this rank's
     skipped: bool = False  # non-finite loss or gradient: no update was made
+    samples: int = 0
+    stopping_ranks: int = 0  # ranks asked to stop (a signal) by the end of the step
+    loss_scale: float | None = None  # fp16: the loss scale the step used
 
 
 class MetricsWriter:
@@ -135,6 +138,7 @@ class RunLog:
                     "elapsed_s": time.monotonic() - self.window_start,
                     "skipped_samples": skipped,
                     "nonfinite_steps": nonfinite,
+                    "peak_memory_bytes": _peak_memory_bytes(),
                 }
             )
 
@@ -156,6 +160,13 @@ class RunLog:
     def epoch_done(self, epoch: int, step: int, loss: float, cer: float) -> None:
         if self.main:
             console.err.print(f"epoch {epoch}: step {step}, val loss {loss:.3f}, val CER {cer:.2%}")
+
+
+def _peak_memory_bytes() -> int | None:
+    """The most CUDA memory this rank's tensors have held (the allocator's own count: no device sync); None without CUDA."""
+    import torch
+
+    return int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() and torch.cuda.is_initialized() else None
 
 
 def write_curves(output_dir: Path) -> Path:

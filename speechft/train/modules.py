@@ -48,12 +48,23 @@ def set_train_mode(model: Any, trainable: Sequence[str]) -> None:
 
 
 def autocast_for(config: TrainConfig, device: Any) -> tuple[Any, Any]:
-    """(device, autocast dtype or None) for `device`: bf16 autocast on CUDA by default, fp32 on CPU."""
+    """(device, autocast dtype or None) for `device`: by default bf16 autocast on CUDA (fp16 where the GPU lacks bf16), fp32 on CPU.
+
+    fp16 is for GPUs without bf16 (V100, T4); its gradients need a loss scale (:mod:`speechft.train.step`)."""
     import torch
 
     precision = config.precision
+    bf16_hardware = device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
     if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
+        precision = "fp32" if device.type != "cuda" else "bf16" if bf16_hardware else "fp16"
     if precision == "bf16" and device.type == "cpu":
         raise ConfigError("precision: bf16 autocast is for CUDA; use fp32 on CPU")
-    return device, (torch.bfloat16 if precision == "bf16" else None)
+    if precision == "bf16" and not bf16_hardware:
+        raise ConfigError(f"precision: bf16: {torch.cuda.get_device_name(device)} has no bf16 support; use precision=fp16 (or fp32)")
+    return device, {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+
+def precision_name(autocast_dtype: Any) -> str:
+    import torch
+
+    return {torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast with a dynamic loss scale"}.get(autocast_dtype, "fp32")

@@ -8,23 +8,24 @@ place `distributed.strategy: auto` is decided (DDP when the memory estimate fits
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from speechft import console
 from speechft.data.dataset import SpeechDataset
 from speechft.data.sampler import TokenBatchSampler
-from speechft.errors import InputError
+from speechft.errors import InputError, TrainingError
 from speechft.model.build import load_model
 from speechft.train import distributed as dist_tools
 from speechft.train import faults, lora
 from speechft.train.checkpoint import seed_everything
-from speechft.train.config import TrainConfig, dump_config
+from speechft.train.config import DataConfig, TrainConfig, dump_config
 from speechft.train.corpus import TrainData, prepare_data
-from speechft.train.modules import ModuleCount, apply_trainable, autocast_for
+from speechft.train.modules import ModuleCount, apply_trainable, autocast_for, precision_name
 from speechft.train.optim import warmup_steps_for
 from speechft.train.run_dir import TrainRequest
 
@@ -32,6 +33,12 @@ from speechft.train.run_dir import TrainRequest
 # DDP's gradient buckets (a second copy of the gradients), none of which the estimate counts.
 DDP_HEADROOM = 0.2
 MEMORY_NOTE = "rough: fp32 weights + fp32 grads/AdamW moments of trainable params (LoRA adapters included) + activations of the worst batch"
+# `data.token_budget: auto` tries these and keeps the largest whose estimated peak fits the GPU.
+TOKEN_BUDGET_LADDER = (2000, 3000, 4000, 6000, 8000, 12000, 16000, 24000, 32000, 48000, 64000)
+# Of the GPU's memory, the estimate may fill this fraction less a fixed reserve (CUDA context,
+# cuBLAS/NCCL workspaces, allocator fragmentation): the estimate is rough.
+AUTO_MEMORY_FRACTION = 0.9
+AUTO_RESERVE_BYTES = 2 * 1024**3
 
 
 @dataclass
@@ -45,6 +52,7 @@ class DryRunReport:
     total_steps: int
     warmup_steps: int
     token_budget: int
+    token_budget_reason: str
     device: str
     precision: str
     peak_memory_bytes: int
@@ -162,6 +170,69 @@ def settle_strategy(
     return dataclasses.replace(world, strategy=choice.strategy)
 
 
+@dataclass(frozen=True)
+class BudgetChoice:
+    token_budget: int
+    reason: str  # in words, for the dry run and the start of a run
+
+
+def provisional(request: TrainRequest) -> TrainRequest:
+    """`request` with a number for `data.token_budget: auto` (the schema default) until :func:`settle_token_budget` chooses."""
+    config = request.config
+    if config.data.token_budget != "auto":
+        return request
+    default = DataConfig().token_budget
+    return replace(request, config=replace(config, data=replace(config.data, token_budget=default)))
+
+
+def with_token_budget(sampler: TokenBatchSampler, token_budget: int) -> TokenBatchSampler:
+    """A copy of `sampler` cutting batches at another budget (the rest of its settings unchanged)."""
+    budgeted = copy.copy(sampler)
+    budgeted.token_budget = token_budget
+    return budgeted
+
+
+def settle_token_budget(
+    config: TrainConfig, data: TrainData, model: Any, counts: dict[str, ModuleCount], autocast_dtype: Any, device: Any, world: Any = None
+) -> tuple[TrainConfig, TrainData, BudgetChoice]:
+    """The config and data with `data.token_budget` a number: the config's own, or for `auto` the
+    largest of :data:`TOKEN_BUDGET_LADDER` whose estimated peak fits the GPU on every rank. The
+    GPU's total memory decides, not what is free now, so that a resume picks the same batches."""
+    import torch
+
+    def peak_at(budget: int) -> int:
+        return estimate_peak_memory(model, counts, with_token_budget(data.sampler, budget), data.dataset, autocast_dtype, config.trainable)
+
+    if config.data.token_budget != "auto":
+        return config, data, BudgetChoice(config.data.token_budget, "set in the config")
+    budget = DataConfig().token_budget
+    reason = f"auto on {device.type}: the default (memory does not limit batches there)"
+    if device.type == "cuda":
+        properties = torch.cuda.get_device_properties(device)
+        capacity = int(properties.total_memory * AUTO_MEMORY_FRACTION) - AUTO_RESERVE_BYTES
+        peaks = [peak_at(rung) for rung in TOKEN_BUDGET_LADDER]
+        fitting = [1 if peak <= capacity else 0 for peak in peaks]
+        ranks = world.world_size if world is not None else 1
+        if world is not None:
+            fitting = [int(count) for count in dist_tools.sum_across(world, fitting)]
+        chosen = [rung for rung, count in zip(TOKEN_BUDGET_LADDER, fitting) if count == ranks]
+        if not chosen:
+            raise TrainingError(
+                f"data.token_budget auto: even {TOKEN_BUDGET_LADDER[0]} tokens per batch are estimated at {gib(peaks[0])}, more than the "
+                f"{gib(capacity)} allowed on {properties.name} ({AUTO_MEMORY_FRACTION:.0%} of {gib(properties.total_memory)} less "
+                f"{gib(AUTO_RESERVE_BYTES)}); set activation_checkpointing=true, train fewer modules, or set data.token_budget to a number"
+            )
+        budget = chosen[-1]
+        reason = (
+            f"auto: the largest of {TOKEN_BUDGET_LADDER[0]}..{TOKEN_BUDGET_LADDER[-1]} whose estimated peak "
+            f"({gib(peaks[TOKEN_BUDGET_LADDER.index(budget)])}) fits {gib(capacity)} "
+            f"({AUTO_MEMORY_FRACTION:.0%} of the {properties.name}'s {gib(properties.total_memory)} less {gib(AUTO_RESERVE_BYTES)})"
+        )
+    config = replace(config, data=replace(config.data, token_budget=budget))
+    data = replace(data, sampler=with_token_budget(data.sampler, budget))
+    return config, data, BudgetChoice(budget, reason)
+
+
 def dry_run(request: TrainRequest) -> DryRunReport:
     """Build model and data as training would; report what it would do; train nothing, write nothing."""
     config = request.config
@@ -171,7 +242,8 @@ def dry_run(request: TrainRequest) -> DryRunReport:
     if config.lora.enabled:
         lora.apply_lora(bundle.model, config.lora, config.seed)
     counts = apply_trainable(bundle.model, config.trainable)
-    data = prepare_data(request, bundle)
+    data = prepare_data(provisional(request), bundle)
+    config, data, budget = settle_token_budget(config, data, bundle.model, counts, autocast_dtype, device)
     batches_per_epoch, steps_per_epoch, total_steps = plan_steps(config, data)
     peak = estimate_peak_memory(bundle.model, counts, data.sampler, data.dataset, autocast_dtype, config.trainable)
     choice = choose_strategy(
@@ -187,9 +259,10 @@ def dry_run(request: TrainRequest) -> DryRunReport:
         steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,
         warmup_steps=warmup_steps_for(config, total_steps),
-        token_budget=config.data.token_budget,
+        token_budget=budget.token_budget,
+        token_budget_reason=budget.reason,
         device=str(device),
-        precision="bf16 autocast" if autocast_dtype is not None else "fp32",
+        precision=precision_name(autocast_dtype),
         peak_memory_bytes=peak,
         memory_note=MEMORY_NOTE,
         skipped=len(data.skipped),

@@ -30,6 +30,8 @@ class TrainState:
     best_val_step: int = 0
     validations_without_gain: int = 0
     early_stopped: bool = False
+    loss_scale: float = 2.0**16  # fp16 only: the dynamic loss scale and the clean steps since it last changed
+    loss_scale_good_steps: int = 0
 
 
 @dataclass
@@ -47,3 +49,4 @@ class Run:
     total_steps: int
     autocast_dtype: Any
     validate_every: int = 0  # optimizer steps between validations inside epochs (0: epoch ends only)
+    loss_scale: Any = None  # LossScale under fp16

@@ -37,6 +37,8 @@ def check(condition: bool, key: str, message: str) -> None:
 
 
 def _type_name(kind: Any) -> str:
+    if typing.get_origin(kind) is Literal:
+        return " or ".join(map(str, typing.get_args(kind)))
     return getattr(kind, "__name__", str(kind).replace("typing.", ""))
 
 

@@ -126,7 +126,7 @@ def test_a_noise_dir_without_usable_audio_is_an_error_naming_the_key(tmp_path: P
 
 def test_the_dataset_augments_epoch_tagged_items_only_and_the_same_in_every_loader_worker(tiny_dir: Path, tmp_path: Path, noise_dir: Path) -> None:
     from speechft.data.collate import make_loader
-    from speechft.data.dataset import EpochTagged, SpeechDataset
+    from speechft.data.dataset import SpeechDataset
     from speechft.data.manifest import read_manifest
     from speechft.data.sampler import TokenBatchSampler
     from speechft.model.build import build_frontend, load_model
@@ -144,7 +144,7 @@ def test_the_dataset_augments_epoch_tagged_items_only_and_the_same_in_every_load
     def epoch_features(workers: int) -> dict[str, torch.Tensor]:
         sampler = TokenBatchSampler([u.batch_tokens for u in utterances], token_budget=100000, max_utterances=2, seed=3)
         sampler.set_epoch(1)
-        loader = make_loader(augmented, EpochTagged(sampler), workers, torch.Generator().manual_seed(workers))
+        loader = make_loader(augmented, sampler, workers, torch.Generator().manual_seed(workers), seed=3)
         return {key: sample.features for batch in loader for key, sample in zip(batch.keys, batch.samples)}
 
     in_process, two_workers = epoch_features(0), epoch_features(2)

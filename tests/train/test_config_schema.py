@@ -57,7 +57,7 @@ def test_every_field_is_documented() -> None:
 @pytest.mark.parametrize(
     ("setting", "message"),
     [
-        ("precision=fp16", r"precision: must be one of auto, bf16, fp32, got 'fp16'"),
+        ("precision=fp8", r"precision: must be one of auto, bf16, fp16, fp32, got 'fp8'"),
         ("device=gpu", r"device: must be auto, cpu, cuda or cuda:N, got 'gpu'"),
         ("schedule.decay=exponential", r"schedule\.decay: must be one of cosine, linear, inverse_sqrt, constant, got 'exponential'"),
         ("distributed.strategy=zero3", r"distributed\.strategy: must be one of auto, ddp, fsdp, got 'zero3'"),
@@ -73,7 +73,7 @@ def test_a_value_outside_the_set_names_the_allowed_ones(setting: str, message: s
 def test_the_same_check_applies_to_profile_files(tmp_path: Path) -> None:
     path = tmp_path / "mine.yaml"
     path.write_text("precision: half\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"mine\.yaml: precision: must be one of auto, bf16, fp32"):
+    with pytest.raises(ConfigError, match=r"mine\.yaml: precision: must be one of auto, bf16, fp16, fp32"):
         load_config(path)
 
 
