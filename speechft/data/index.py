@@ -20,7 +20,7 @@ from typing import Any, overload
 
 import numpy as np
 
-from speechft.data.manifest import CANONICAL_LINES, LFR_STRIDE, Skip, Utterance, canonical_fields, complete_lengths, parse_line
+from speechft.data.manifest import CANONICAL_LINES, LFR_STRIDE, Skip, Utterance, canonical_fields, complete_lengths, length_problem, parse_line, plain_transcript
 from speechft.errors import InputError
 
 BLOCK_BYTES = 1 << 24
@@ -31,6 +31,12 @@ def key_hash(key: str | bytes) -> int:
     """The first 64 bits of the key's SHA-256: the held-out order, stable across runs and ranks."""
     data = key.encode("utf-8") if isinstance(key, str) else key
     return int.from_bytes(hashlib.sha256(data).digest()[:8], "big")
+
+
+def _hashes(keys: Sequence[bytes]) -> np.ndarray:
+    """key_hash of many UTF-8 keys at once."""
+    digests = b"".join([hashlib.sha256(key).digest()[:8] for key in keys])
+    return np.frombuffer(digests, dtype=">u8").astype(np.uint64)
 
 
 class _FileColumns:
@@ -55,14 +61,13 @@ class _FileColumns:
         """Move what was gathered into numpy arrays (a Python int costs 28 bytes, a list slot 8 more)."""
         if not self.offsets:
             return
-        digests = b"".join([hashlib.sha256(key).digest()[:8] for key in self.keys])
         self.blocks.append(
             {
                 "offsets": np.array(self.offsets, dtype=np.int64),
                 "line_numbers": np.array(self.line_numbers, dtype=np.int32),
                 "speech_frames": np.array(self.speech_frames, dtype=np.int32),
                 "text_tokens": np.array(self.text_tokens, dtype=np.int32),
-                "key_hashes": np.frombuffer(digests, dtype=">u8").astype(np.uint64),
+                "key_hashes": _hashes(self.keys),
             }
         )
         for gathered in (self.offsets, self.line_numbers, self.speech_frames, self.text_tokens, self.keys):
@@ -109,6 +114,25 @@ class _FileReader:
             self.columns.flush()
 
     def _scan(self, offset: int, block: bytes) -> None:
+        """A block all in prep's layout in one pass (the common case), else line by line."""
+        rows = CANONICAL_LINES.findall(block)
+        if len(rows) != block.count(b"\n") or not all(plain_transcript(row[1]) for row in rows):
+            self._scan_mixed(offset, block)
+            return
+        starts = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == ord("\n"))[:-1] + 1
+        self.columns.flush()
+        self.columns.blocks.append(
+            {
+                "offsets": np.concatenate([[0], starts]).astype(np.int64) + offset,
+                "line_numbers": np.arange(self.number + 1, self.number + 1 + len(rows), dtype=np.int32),
+                "speech_frames": np.array([row[2] for row in rows]).astype(np.int32),
+                "text_tokens": np.array([row[3] for row in rows]).astype(np.int32),
+                "key_hashes": _hashes([row[0] for row in rows]),
+            }
+        )
+        self.number += len(rows)
+
+    def _scan_mixed(self, offset: int, block: bytes) -> None:
         """Lines in prep's layout found in one pass over the block; the lines between them parsed."""
         position = 0
         add = self.columns.add
@@ -289,6 +313,22 @@ class ManifestIndex(Sequence[Utterance]):
         if getattr(self, "_pid", None) == os.getpid():
             for descriptor in getattr(self, "_files", {}).values():
                 os.close(descriptor)
+
+
+def filter_index_lengths(index: ManifestIndex, *, max_sample_tokens: int, min_speech_frames: int) -> tuple[ManifestIndex, list[Skip]]:
+    """:func:`~speechft.data.manifest.filter_lengths` over the arrays: the lines within the limits,
+    and a Skip (read from disk, with its key) for each of the others."""
+    lengths = index.batch_tokens
+    outside = np.flatnonzero((lengths > max_sample_tokens) | (index.speech_frames < min_speech_frames))
+    skipped = []
+    for position in outside.tolist():
+        problem = length_problem(int(lengths[position]), int(index.speech_frames[position]), max_sample_tokens=max_sample_tokens, min_speech_frames=min_speech_frames)
+        skipped.append(Skip(index.key(position), problem or "", index.where(position)))
+    if len(outside) == 0:
+        return index, skipped
+    keep = np.ones(len(index), dtype=bool)
+    keep[outside] = False
+    return index.take(keep), skipped
 
 
 def _empty() -> dict[str, np.ndarray]:

@@ -152,13 +152,16 @@ def canonical_fields(found: re.Match[bytes]) -> tuple[bytes, int, int] | None:
     """(key as UTF-8, speech frames, text tokens) of a CANONICAL_LINE match in UTF-8 text, or None
     when parse_line must decide: a transcript with escapes, or one that may be blank."""
     key, text, frames, tokens = found.group("key", "text", "frames", "tokens")
-    if b"\\" in text:
-        return None
+    return (key, int(frames), int(tokens)) if plain_transcript(text) else None
+
+
+def plain_transcript(text: bytes) -> bool:
+    """Whether a CANONICAL_LINE transcript is one parse_line accepts as it stands: no escapes, not blank."""
+    if not text or b"\\" in text:
+        return False
     # A first byte that starts no whitespace character (printable ASCII, or a UTF-8 lead byte of
     # none of U+0085..U+3000's spaces) settles it without decoding.
-    if not text or not (33 <= text[0] < 127 or (text[0] >= 0xC3 and text[0] not in _SPACE_LEADS)) and not text.decode("utf-8").strip():
-        return None
-    return key, int(frames), int(tokens)
+    return 33 <= text[0] < 127 or (text[0] >= 0xC3 and text[0] not in _SPACE_LEADS) or bool(text.decode("utf-8").strip())
 
 
 def scan_line(raw: bytes) -> tuple[bytes, int, int] | None:
@@ -223,14 +226,22 @@ def read_manifest(path: str | Path, tokenizer: Any = None, url_cache_dir: str | 
     return utterances, skipped
 
 
+def length_problem(batch_tokens: int, speech_frames: int, *, max_sample_tokens: int, min_speech_frames: int) -> str | None:
+    """Why an utterance is too long for a batch or too short to be speech; None when it is neither."""
+    if batch_tokens > max_sample_tokens:
+        return f"{batch_tokens} tokens > data.max_sample_tokens {max_sample_tokens}"
+    if speech_frames < min_speech_frames:
+        return f"{speech_frames} fbank frames < data.min_speech_frames {min_speech_frames}"
+    return None
+
+
 def filter_lengths(utterances: Sequence[Utterance], *, max_sample_tokens: int, min_speech_frames: int) -> tuple[list[Utterance], list[Skip]]:
     """Drop utterances too long for a batch or too short to be speech, each with its reason."""
     kept, skipped = [], []
     for utterance in utterances:
-        if utterance.batch_tokens > max_sample_tokens:
-            skipped.append(Skip(utterance.key, f"{utterance.batch_tokens} tokens > data.max_sample_tokens {max_sample_tokens}", utterance.where))
-        elif utterance.speech_frames < min_speech_frames:
-            skipped.append(Skip(utterance.key, f"{utterance.speech_frames} fbank frames < data.min_speech_frames {min_speech_frames}", utterance.where))
+        problem = length_problem(utterance.batch_tokens, utterance.speech_frames, max_sample_tokens=max_sample_tokens, min_speech_frames=min_speech_frames)
+        if problem:
+            skipped.append(Skip(utterance.key, problem, utterance.where))
         else:
             kept.append(utterance)
     return kept, skipped
