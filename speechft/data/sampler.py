@@ -4,7 +4,10 @@ mid-epoch, on the same or on a different number of ranks.
 
 Planning is vectorised with numpy, so an epoch of ten million utterances is planned in seconds. A
 plan is held as two arrays (:class:`Plan`): the utterance indices of every batch one after the
-other, and where each batch starts.
+other, and where each batch starts. The shuffles draw from numpy's generator seeded by (seed,
+epoch), so the batches differ from those of the earlier list-based planner (Python's `random`); the
+properties are the same: deterministic per (seed, epoch), every utterance once per epoch over the
+ranks, the same number of batches on every rank.
 """
 
 from __future__ import annotations
