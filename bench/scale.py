@@ -97,7 +97,12 @@ def measure_worker(manifest: Path, world_sizes: list[int]) -> dict[str, float]:
     for world_size in world_sizes:
         started = time.perf_counter()
         sampler = TokenBatchSampler(
-            lengths, token_budget=data.token_budget, max_utterances=data.max_utterances_per_batch, sort_buffer=data.sort_buffer, sort_keys=sort_keys, world_size=world_size
+            lengths,
+            token_budget=data.token_budget,
+            max_utterances=data.max_utterances_per_batch,
+            sort_buffer=data.sort_buffer,
+            sort_keys=sort_keys,
+            world_size=world_size,
         )
         batches = len(sampler.epoch_batches(0))
         result[f"plan_{world_size}_s"] = time.perf_counter() - started

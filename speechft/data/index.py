@@ -20,7 +20,17 @@ from typing import Any, overload
 
 import numpy as np
 
-from speechft.data.manifest import CANONICAL_LINES, LFR_STRIDE, Skip, Utterance, canonical_fields, complete_lengths, length_problem, parse_line, plain_transcript
+from speechft.data.manifest import (
+    CANONICAL_LINES,
+    LFR_STRIDE,
+    Skip,
+    Utterance,
+    canonical_fields,
+    complete_lengths,
+    length_problem,
+    parse_line,
+    plain_transcript,
+)
 from speechft.errors import InputError
 
 BLOCK_BYTES = 1 << 24
@@ -322,7 +332,9 @@ def filter_index_lengths(index: ManifestIndex, *, max_sample_tokens: int, min_sp
     outside = np.flatnonzero((lengths > max_sample_tokens) | (index.speech_frames < min_speech_frames))
     skipped = []
     for position in outside.tolist():
-        problem = length_problem(int(lengths[position]), int(index.speech_frames[position]), max_sample_tokens=max_sample_tokens, min_speech_frames=min_speech_frames)
+        problem = length_problem(
+            int(lengths[position]), int(index.speech_frames[position]), max_sample_tokens=max_sample_tokens, min_speech_frames=min_speech_frames
+        )
         skipped.append(Skip(index.key(position), problem or "", index.where(position)))
     if len(outside) == 0:
         return index, skipped

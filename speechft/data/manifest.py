@@ -136,8 +136,15 @@ def _plain_until(marker: bytes) -> bytes:
 # user turn splits as SPEECH_PATTERN splits it: prompt, `!` and a non-empty path, suffix.
 CANONICAL_LINE = re.compile(
     rb'\{"key": "(?P<key>' + _PLAIN + rb'++)", "messages": \[\{"role": "system", "content": "' + _STRING + rb'"\}, '
-    rb'\{"role": "user", "content": "' + _plain_until(b"<|startofspeech|>") + rb"<\|startofspeech\|>!(?!<\|endofspeech\|>)(?=" + _PLAIN + rb")"
-    + _plain_until(b"<|endofspeech|>") + rb"<\|endofspeech\|>" + _STRING + rb'"\}, '
+    rb'\{"role": "user", "content": "'
+    + _plain_until(b"<|startofspeech|>")
+    + rb"<\|startofspeech\|>!(?!<\|endofspeech\|>)(?="
+    + _PLAIN
+    + rb")"
+    + _plain_until(b"<|endofspeech|>")
+    + rb"<\|endofspeech\|>"
+    + _STRING
+    + rb'"\}, '
     rb'\{"role": "assistant", "content": "(?P<text>' + _STRING + rb')"\}\], '
     rb'"speech_length": (?P<frames>0|[1-9][0-9]{0,9}), "text_length": (?P<tokens>0|[1-9][0-9]{0,9})\}'
 )

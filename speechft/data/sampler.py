@@ -157,7 +157,9 @@ def token_budget_batches(
     """:func:`plan_batches` over lists: buffers sorted by `sort_keys` (default: `lengths`)."""
     length_array = np.asarray(lengths, dtype=np.int64)
     ranks = _sort_ranks(length_array if sort_keys is None else sort_keys, len(length_array))
-    plan = plan_batches(np.asarray(order, dtype=np.int64), length_array, ranks, token_budget=token_budget, max_utterances=max_utterances, sort_buffer=sort_buffer)
+    plan = plan_batches(
+        np.asarray(order, dtype=np.int64), length_array, ranks, token_budget=token_budget, max_utterances=max_utterances, sort_buffer=sort_buffer
+    )
     return plan.batches()
 
 

@@ -167,7 +167,9 @@ def test_many_buffers_cut_as_one_buffer_at_a_time() -> None:
     alone = [
         batch
         for begin in range(0, 5000, 64)
-        for batch in token_budget_batches(order[begin : begin + 64].tolist(), lengths.tolist(), token_budget=1500, max_utterances=7, sort_buffer=64, sort_keys=keys.tolist())
+        for batch in token_budget_batches(
+            order[begin : begin + 64].tolist(), lengths.tolist(), token_budget=1500, max_utterances=7, sort_buffer=64, sort_keys=keys.tolist()
+        )
     ]
     assert together == alone
     assert all(max(lengths[i] for i in b) * len(b) <= 1500 or len(b) == 1 for b in together)

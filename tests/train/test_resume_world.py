@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 
-RECORDER = '''
+RECORDER = """
 import os
 from speechft.data import dataset as _dataset
 from speechft.data.index import ManifestIndex as _ManifestIndex
@@ -35,7 +35,7 @@ def _recorded(self, index):
 
 
 _dataset.SpeechDataset.utterance_at = _recorded
-'''
+"""
 
 SETTINGS = [
     "trainable=adaptor",
