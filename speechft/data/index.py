@@ -249,9 +249,10 @@ class ManifestIndex(Sequence[Utterance]):
 
     @property
     def sort_keys(self) -> np.ndarray:
-        """Per line, Utterance.sort_key as one int64: LFR frames in the high bits, then tokens."""
+        """Per line, Utterance.sort_key (LFR frames, then tokens) as one int64 that sorts the same."""
         lfr = -(-self.speech_frames.astype(np.int64) // LFR_STRIDE)
-        return (lfr << 32) | self.text_tokens.astype(np.int64)
+        tokens = self.text_tokens.astype(np.int64)
+        return lfr * (int(tokens.max(initial=0)) + 1) + tokens
 
     @property
     def seconds(self) -> float:

@@ -65,10 +65,13 @@ class Plan:
 
 
 def _sort_ranks(keys: Sequence[Any] | np.ndarray, count: int) -> np.ndarray:
-    """Each utterance's rank in the order of `keys` (numbers, or tuples compared left to right)."""
+    """Each utterance's rank in the order of `keys` (numbers, or tuples compared left to right): a
+    non-negative integer per utterance, equal for equal keys, small enough that rank x count fits int64."""
     values = np.asarray(keys)
     if len(values) != count:
         raise ValueError(f"{len(values)} sort keys for {count} utterances")
+    if values.ndim == 1 and values.dtype.kind in "iu" and count and values.min() >= 0 and int(values.max()) < (1 << 62) // max(count, 1):
+        return values.astype(np.int64)  # small non-negative integers order as they are: no sort needed
     columns = values.reshape(count, -1)
     order = np.lexsort(columns.T[::-1]) if columns.shape[1] > 1 else np.argsort(columns[:, 0], kind="stable")
     ranks = np.empty(count, dtype=np.int64)

@@ -133,7 +133,7 @@ def fit(run: Run, state: TrainState, stop: faults.GracefulStop) -> float | None:
     with RunLog(request.output_dir, main=run.world.is_main, show_progress=request.show_progress, log_every=config.log_every) as log:
         log.start(run.data, total_steps=run.total_steps, step=state.step, epoch=state.epoch, skipped_utterances=state.skipped_samples)
         while state.epoch < config.max_epochs and state.step < run.total_steps:
-            whole_epoch, steps_before = state.batch_in_epoch == 0, state.step
+            whole_epoch, steps_before = state.batch_in_epoch == 0 and not state.epoch_segments, state.step
             if _train_epoch(run, state, stop, log):
                 return log.last_loss
             if state.step >= run.total_steps and state.batch_in_epoch < run.data.sampler.epoch_global_batches():
