@@ -4,6 +4,9 @@
 - :func:`read_manifest` parses a jsonl into :class:`Utterance` records. A line that cannot be used
   (bad JSON, missing fields, a user turn without the `!` that marks an audio path, which upstream
   would silently train text-only) is a :class:`Skip` with its key, place and reason.
+- :func:`scan_line` / :data:`CANONICAL_LINES` recognise a line in prep's exact layout that
+  `parse_line` accepts without building its record (the training index reads millions of lines);
+  anything else goes through `parse_line`, the one definition of a usable line.
 - :class:`TrainSource` is one `--train FILE[:WEIGHT]`; :func:`hours_of` sums a manifest's audio
   without opening any; :func:`filter_lengths` applies the data section's length limits.
 """
