@@ -290,7 +290,7 @@ def restore_training(path: Path, *, model: Any, forward_module: Any, optimizer: 
 def optimizer_format_for(world: Any) -> str:
     """How a checkpoint keys optimizer state: by name under FSDP (also on one rank, so the
     checkpoint resumes on any number of ranks), by position otherwise."""
-    return "by_name" if world.strategy == "fsdp" else "positional"
+    return "by_name" if world.sharded or getattr(world, "strategy", "ddp") == "fsdp" else "positional"
 
 
 def resume_point(run_dir: Path, resume: str) -> Path | None:
