@@ -12,8 +12,9 @@ measurement runs in a fresh process with --code first on PYTHONPATH, and reports
   `read_manifest` + `filter_lengths` into a list of Utterances), seconds and the process's peak RSS;
 - `plan`: one epoch's batches for rank 0 of 1 and of 8 ranks (TokenBatchSampler as training builds
   it), seconds each, and the peak RSS after both;
-- `dry run`: `speechft train --profile medium-data --dry-run` over the --dry-run-lines file, wall
-  seconds and peak RSS of the whole command (imports and the tiny model included).
+- `dry run`: `speechft train --profile medium-data --dry-run` over 1,000 lines (the fixed cost:
+  imports and the tiny model) and over the --dry-run-lines file, wall seconds and peak RSS of the
+  whole command.
 Peak RSS is `ru_maxrss` of the measured process (resource.getrusage), not of this script.
 """
 
@@ -172,9 +173,11 @@ def main() -> int:
         model = args.workdir / "model"
         if not (model / "model.pt").exists():
             build_tiny_model_dir(model, seed=0)
-        manifest = write_manifest(args.workdir / f"train-{args.dry_run_lines}.jsonl", args.dry_run_lines)
-        wall, peak = dry_run(manifest, model, code)
-        print(f"dry run, {args.dry_run_lines} lines: {wall:.1f} s, peak RSS {peak:.0f} MiB")
+        # A thousand lines first: what the command costs before the data (imports, the tiny model).
+        for count in (1000, args.dry_run_lines):
+            manifest = write_manifest(args.workdir / f"train-{count}.jsonl", count)
+            wall, peak = dry_run(manifest, model, code)
+            print(f"dry run, {count} lines: {wall:.1f} s, peak RSS {peak:.0f} MiB", flush=True)
     return 0
 
 
