@@ -2,8 +2,9 @@
 
 :meth:`ManifestIndex.build` validates every line of the `--train` files once and keeps, per usable
 line, its byte offset and line number, `speech_length`, `text_length`, its file and a 64-bit hash
-of its key (34 bytes a line: ten million lines in about 340 MB). Lines in prep's exact layout are
-recognised by :func:`~speechft.data.manifest.scan_line` without building a record; any other line
+of its key (32 bytes a line: ten million lines in 320 MB). Lines in prep's exact layout are
+recognised block by block (:data:`~speechft.data.manifest.CANONICAL_LINES`, one regex pass over
+16 MB at a time) without building a record; any other line
 goes through :func:`~speechft.data.manifest.parse_line`, the one definition of a usable line, so
 both give the same verdict and unusable lines are the same :class:`Skip` with file:line.
 `index[i]` seeks to line i and parses it into an :class:`Utterance`.
