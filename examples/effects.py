@@ -65,6 +65,10 @@ def write_noise(directory: Path, seconds: float = 6.0, seed: int = 0) -> Path:
     return directory
 
 
+def training_seconds(run_dir: Path) -> float:
+    return round(float(json.loads((run_dir / "train_summary.json").read_text(encoding="utf-8"))["seconds"]), 1)
+
+
 def table(results: dict, base: dict[str, float]) -> str:
     lines = [
         f"Base model: domain B {base['b']:.1%}, domain A {base['a']:.1%}.",
@@ -85,9 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profiles", nargs="+", default=list(demo.PROFILES), choices=list(demo.PROFILES))
     parser.add_argument("--variants", nargs="+", default=None, help="a subset of: none spec_augment speed noise early_stopping profile")
     parser.add_argument("--quick", action="store_true", help="a few utterances and training steps only (a smoke test)")
+    parser.add_argument("--score-only", action="store_true", help="score the runs already decoded in --out (e.g. of an interrupted run); train nothing")
     args = parser.parse_args(argv)
     started = time.monotonic()
     out, model = args.out.resolve(), str(demo.MODEL)
+    if args.score_only:
+        systems = [f"{d.parent.name}/{d.name}" for d in sorted(out.glob("*/*")) if (d / "a-test.txt").exists() and (d / "b-test.txt").exists()]
+        return report(out, demo.DATA, systems, variants(out / "noise"), started)
     sets_dir = demo.start(out, args.quick)
     every = variants(write_noise(out / "noise"))
     chosen = args.variants or list(every)
@@ -97,15 +105,21 @@ def main(argv: list[str] | None = None) -> int:
     demo.prepare(out, sets_dir, model)
     demo.decode_tests(out, sets_dir, model, "base")
     quick = ["max_steps=4", "validation.max_utterances=4"] if args.quick else []
-    seconds: dict[str, float] = {}
+    systems = []
     for profile in args.profiles:
         for variant in chosen:
             system = f"{profile}/{variant}"
-            seconds[system] = demo.fine_tune(out, model, system, profile, [*demo.PROFILES[profile], *every[variant], *quick])
+            demo.fine_tune(out, model, system, profile, [*demo.PROFILES[profile], *every[variant], *quick])
             demo.decode_tests(out, sets_dir, str(out / system), system)
-    cers = demo.score(out, sets_dir, ["base", *seconds])
-    results = {system: {**cers[system], "seconds": round(seconds[system], 1), "end_reason": demo.end_reason(out / system)} for system in seconds}
-    record = {"base": cers["base"], "runs": results, "overrides": {name: every[name] for name in chosen}, "seconds": round(time.monotonic() - started, 1)}
+            systems.append(system)
+    return report(out, sets_dir, systems, every, started)
+
+
+def report(out: Path, sets_dir: Path, systems: list[str], every: dict[str, list[str]], started: float) -> int:
+    """Score `systems` against the base model; write effects.json and effects.md. Seconds are each run's training time."""
+    cers = demo.score(out, sets_dir, ["base", *systems])
+    results = {system: {**cers[system], "seconds": training_seconds(out / system), "end_reason": demo.end_reason(out / system)} for system in systems}
+    record = {"base": cers["base"], "runs": results, "overrides": every, "seconds": round(time.monotonic() - started, 1)}
     (out / "effects.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     markdown = table(results, cers["base"])
     (out / "effects.md").write_text(markdown, encoding="utf-8")

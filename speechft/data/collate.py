@@ -141,7 +141,8 @@ class SeededBatches:
     def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
         sampler = self.sampler
         base = ((self.seed * 1_000_003 + sampler.epoch) * 1_009 + sampler.rank) * 1_000_003
-        for number, batch in enumerate(sampler, start=sampler.start):
+        # `start` counts the epoch's batches over every rank; this rank had done its share of them.
+        for number, batch in enumerate(sampler, start=sampler.start // sampler.world_size):
             yield [((base + number * 1_009 + place) % 2**63, sampler.epoch, index) for place, index in enumerate(batch)]
 
 

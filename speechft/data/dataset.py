@@ -4,7 +4,9 @@
 URLs, kept in a download cache; channels averaged; resampled to 16 kHz), computes fbank/LFR with
 the model's frontend and builds prompt ids and labels exactly as FunASRNano expects. A sample
 that fails to load, or whose audio length disagrees with its `speech_length`, comes back as a
-:class:`~speechft.data.manifest.Skip`; nothing is replaced by a random other sample.
+:class:`~speechft.data.manifest.Skip`; nothing is replaced by a random other sample. Its utterances
+are a list, or a :class:`~speechft.data.index.ManifestIndex` that reads each line from disk when
+its sample loads.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 
 from speechft.data import audio
 from speechft.data.augment import Augmentation
+from speechft.data.index import ManifestIndex
 from speechft.data.manifest import Skip, Utterance
 from speechft.model.build import audio_token_count
 from speechft.model.inputs import IGNORE_INDEX, compute_features, prompt_ids, target_ids
@@ -44,7 +47,8 @@ class Sample:
 
 
 class SpeechDataset:
-    """Index -> Sample (or Skip if its audio cannot be used). Picklable for loader workers.
+    """Index -> Sample (or Skip if its audio cannot be used). Picklable for loader workers (an
+    index's open files are not pickled: each worker opens its own).
 
     `speech_buckets` / `token_buckets` are the batch shapes the training loader pads to (see
     :func:`speechft.data.collate.collate`); features are computed here, so in the loader's worker processes.
@@ -64,7 +68,7 @@ class SpeechDataset:
         url_cache_dir: str | Path | None = None,
         augmentation: Augmentation | None = None,
     ) -> None:
-        self.utterances = list(utterances)
+        self.utterances: Sequence[Utterance] = utterances if isinstance(utterances, ManifestIndex) else list(utterances)
         self.url_cache_dir = url_cache_dir
         self.tokenizer = tokenizer
         self.frontend = frontend
@@ -75,9 +79,13 @@ class SpeechDataset:
     def __len__(self) -> int:
         return len(self.utterances)
 
+    def utterance_at(self, index: int) -> Utterance:
+        """The manifest line of sample `index` (read from disk for an index)."""
+        return self.utterances[index]
+
     def __getitem__(self, item: int | tuple[int, int]) -> Sample | Skip:
         epoch, index = item if isinstance(item, tuple) else (None, item)
-        utterance = self.utterances[index]
+        utterance = self.utterance_at(index)
         try:
             waveform = audio.load_audio(utterance.audio, cache_dir=self.url_cache_dir)
         except audio.AudioError as error:

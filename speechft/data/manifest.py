@@ -4,6 +4,9 @@
 - :func:`read_manifest` parses a jsonl into :class:`Utterance` records. A line that cannot be used
   (bad JSON, missing fields, a user turn without the `!` that marks an audio path, which upstream
   would silently train text-only) is a :class:`Skip` with its key, place and reason.
+- :func:`scan_line` / :data:`CANONICAL_LINES` recognise a line in prep's exact layout that
+  `parse_line` accepts without building its record (the training index reads millions of lines);
+  anything else goes through `parse_line`, the one definition of a usable line.
 - :class:`TrainSource` is one `--train FILE[:WEIGHT]`; :func:`hours_of` sums a manifest's audio
   without opening any; :func:`filter_lengths` applies the data section's length limits.
 """
@@ -121,8 +124,82 @@ def parse_line(line: str, where: str, fallback_key: str) -> Utterance | Skip:
     return Utterance(key, location, system, match["prompt"], match["suffix"], assistant, speech_frames, text_tokens, where)
 
 
+# A JSON string's contents; `_PLAIN` also excludes escapes, so its raw bytes are the decoded text.
+_STRING = rb'(?:[^"\\\x00-\x1f]++|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*+'
+_PLAIN = rb'[^"\\\x00-\x1f]'
+
+
+def _plain_until(marker: bytes) -> bytes:
+    """Escape-free text up to the first `marker` (each '<' looks ahead; the rest runs)."""
+    return rb'[^"\\\x00-\x1f<]*+(?:(?!' + re.escape(marker) + rb')<[^"\\\x00-\x1f<]*+)*+'
+
+
+# The exact layout `chatml_line` (and `json.dumps` of the same record) writes: key, the three turns,
+# the two lengths, with no escape in the key or the user turn. Such a line is valid JSON, and its
+# user turn splits as SPEECH_PATTERN splits it: prompt, `!` and a non-empty path, suffix.
+CANONICAL_LINE = re.compile(
+    rb'\{"key": "(?P<key>' + _PLAIN + rb'++)", "messages": \[\{"role": "system", "content": "' + _STRING + rb'"\}, '
+    rb'\{"role": "user", "content": "'
+    + _plain_until(b"<|startofspeech|>")
+    + rb"<\|startofspeech\|>!(?!<\|endofspeech\|>)(?="
+    + _PLAIN
+    + rb")"
+    + _plain_until(b"<|endofspeech|>")
+    + rb"<\|endofspeech\|>"
+    + _STRING
+    + rb'"\}, '
+    rb'\{"role": "assistant", "content": "(?P<text>' + _STRING + rb')"\}\], '
+    rb'"speech_length": (?P<frames>0|[1-9][0-9]{0,9}), "text_length": (?P<tokens>0|[1-9][0-9]{0,9})\}'
+)
+
+
+_SPACE_LEADS = frozenset(b"\xe1\xe2\xe3")
+# The same, found line by line in a block of many.
+CANONICAL_LINES = re.compile(rb"(?m)^" + CANONICAL_LINE.pattern + rb"$")
+
+
+def canonical_fields(found: re.Match[bytes]) -> tuple[bytes, int, int] | None:
+    """(key as UTF-8, speech frames, text tokens) of a CANONICAL_LINE match in UTF-8 text, or None
+    when parse_line must decide: a transcript with escapes, or one that may be blank."""
+    key, text, frames, tokens = found.group("key", "text", "frames", "tokens")
+    return (key, int(frames), int(tokens)) if plain_transcript(text) else None
+
+
+def plain_transcript(text: bytes) -> bool:
+    """Whether a CANONICAL_LINE transcript is one parse_line accepts as it stands: no escapes, not blank."""
+    if not text or b"\\" in text:
+        return False
+    # A first byte that starts no whitespace character (printable ASCII, or a UTF-8 lead byte of
+    # none of U+0085..U+3000's spaces) settles it without decoding.
+    return 33 <= text[0] < 127 or (text[0] >= 0xC3 and text[0] not in _SPACE_LEADS) or bool(text.decode("utf-8").strip())
+
+
+def scan_line(raw: bytes) -> tuple[bytes, int, int] | None:
+    """(key as UTF-8, speech frames, text tokens) of a UTF-8 line in prep's exact layout that
+    `parse_line` accepts, found without building the record; None for any other line (parse it then)."""
+    found = CANONICAL_LINE.fullmatch(raw)
+    return canonical_fields(found) if found is not None else None
+
+
 def _speech_frames_from_header(location: str, url_cache_dir: str | Path | None = None) -> int:
     return max(0, audio.read_info(location, cache_dir=url_cache_dir).fbank_frames)
+
+
+def complete_lengths(parsed: Utterance | Skip, tokenizer: Any = None, url_cache_dir: str | Path | None = None) -> Utterance | Skip:
+    """A parsed line with its missing `speech_length` read from the audio header and its missing
+    `text_length` counted with `tokenizer` (an InputError without one)."""
+    if isinstance(parsed, Skip) or (parsed.speech_frames >= 0 and parsed.text_tokens >= 0):
+        return parsed
+    try:
+        frames = parsed.speech_frames if parsed.speech_frames >= 0 else _speech_frames_from_header(parsed.audio, url_cache_dir)
+    except audio.AudioError as error:
+        return Skip(parsed.key, f"audio unreadable ({error.detail})", parsed.where)
+    tokens = parsed.text_tokens
+    if tokens < 0:
+        if tokenizer is None:
+            raise InputError(f"{parsed.where}: no text_length; run `speechft prep` to write it")
+        tokens = len(tokenizer.tokenize(parsed.text))
+    return dataclasses.replace(parsed, speech_frames=frames, text_tokens=tokens)
 
 
 def read_manifest(path: str | Path, tokenizer: Any = None, url_cache_dir: str | Path | None = None) -> tuple[list[Utterance], list[Skip]]:
@@ -148,37 +225,33 @@ def read_manifest(path: str | Path, tokenizer: Any = None, url_cache_dir: str | 
             continue
         if not line.strip():
             continue
-        parsed = parse_line(line, where, f"line-{number}")
+        parsed = complete_lengths(parse_line(line, where, f"line-{number}"), tokenizer, url_cache_dir)
         if isinstance(parsed, Skip):
             skipped.append(parsed)
-            continue
-        if parsed.speech_frames < 0 or parsed.text_tokens < 0:
-            try:
-                frames = parsed.speech_frames if parsed.speech_frames >= 0 else _speech_frames_from_header(parsed.audio, url_cache_dir)
-            except audio.AudioError as error:
-                skipped.append(Skip(parsed.key, f"audio unreadable ({error.detail})", where))
-                continue
-            tokens = parsed.text_tokens
-            if tokens < 0:
-                if tokenizer is None:
-                    raise InputError(f"{where}: no text_length; run `speechft prep` to write it")
-                tokens = len(tokenizer.tokenize(parsed.text))
-            parsed = dataclasses.replace(parsed, speech_frames=frames, text_tokens=tokens)
-        utterances.append(parsed)
+        else:
+            utterances.append(parsed)
     if not utterances:
         reasons = "; ".join(sorted({s.reason for s in skipped})[:3]) or "the file is empty"
         raise InputError(f"{path}: no usable lines ({reasons})")
     return utterances, skipped
 
 
+def length_problem(batch_tokens: int, speech_frames: int, *, max_sample_tokens: int, min_speech_frames: int) -> str | None:
+    """Why an utterance is too long for a batch or too short to be speech; None when it is neither."""
+    if batch_tokens > max_sample_tokens:
+        return f"{batch_tokens} tokens > data.max_sample_tokens {max_sample_tokens}"
+    if speech_frames < min_speech_frames:
+        return f"{speech_frames} fbank frames < data.min_speech_frames {min_speech_frames}"
+    return None
+
+
 def filter_lengths(utterances: Sequence[Utterance], *, max_sample_tokens: int, min_speech_frames: int) -> tuple[list[Utterance], list[Skip]]:
     """Drop utterances too long for a batch or too short to be speech, each with its reason."""
     kept, skipped = [], []
     for utterance in utterances:
-        if utterance.batch_tokens > max_sample_tokens:
-            skipped.append(Skip(utterance.key, f"{utterance.batch_tokens} tokens > data.max_sample_tokens {max_sample_tokens}", utterance.where))
-        elif utterance.speech_frames < min_speech_frames:
-            skipped.append(Skip(utterance.key, f"{utterance.speech_frames} fbank frames < data.min_speech_frames {min_speech_frames}", utterance.where))
+        problem = length_problem(utterance.batch_tokens, utterance.speech_frames, max_sample_tokens=max_sample_tokens, min_speech_frames=min_speech_frames)
+        if problem:
+            skipped.append(Skip(utterance.key, problem, utterance.where))
         else:
             kept.append(utterance)
     return kept, skipped

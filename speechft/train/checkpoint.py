@@ -98,6 +98,10 @@ def training_snapshot(model: Any, forward_module: Any, optimizer: Any, world: An
         return {name: tensor for name, tensor in weights.items() if name in trainable}, optimizer_state
     if not world.is_main:
         return {}, {}
+    if optimizer_format_for(world) == "by_name":  # FSDP on one rank: keyed as the sharded runs key it
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        return trainable_state(model), get_optimizer_state_dict(forward_module, optimizer, options=StateDictOptions(full_state_dict=True))
     return trainable_state(model), optimizer.state_dict()
 
 
@@ -152,7 +156,7 @@ def save_checkpoint(
         with atomic.atomic_directory(final) as temporary:
             torch.save(weights, temporary / TRAINABLE_FILE)
             torch.save(state, temporary / STATE_FILE)
-            meta = {"step": step, "val_cer": val_cer, "val_loss": val_loss}
+            meta = {"step": step, "val_cer": val_cer, "val_loss": val_loss, "world_size": world_size, "position": position_of(train_state)}
             (temporary / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     except OSError as error:
         where = final.with_name(atomic.TEMP_PREFIX + final.name)
@@ -260,8 +264,8 @@ def restore_training(path: Path, *, model: Any, forward_module: Any, optimizer: 
     state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
     wanted = optimizer_format_for(world)
     found = state.get("optimizer_format", "positional")
-    if found != wanted:
-        strategy = "fsdp" if found == "by_name" else "ddp (or one rank)"
+    if found != wanted and world.world_size > 1:  # one rank loads either format
+        strategy = "fsdp" if found == "by_name" else "ddp"
         raise InputError(f"{path}: written with distributed.strategy={strategy}; resume with the same strategy")
     if world.sharded:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
@@ -273,14 +277,20 @@ def restore_training(path: Path, *, model: Any, forward_module: Any, optimizer: 
         set_optimizer_state_dict(forward_module, optimizer, state["optimizer"], options=StateDictOptions(full_state_dict=True))
     else:
         _copy_weights(model, weights, path)
-        optimizer.load_state_dict(state["optimizer"])
+        if found == "by_name":  # an FSDP run's, resumed on one rank
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+            set_optimizer_state_dict(forward_module, optimizer, state["optimizer"], options=StateDictOptions(full_state_dict=True))
+        else:
+            optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     return state
 
 
 def optimizer_format_for(world: Any) -> str:
-    """How a checkpoint keys optimizer state: by name under FSDP, by position otherwise."""
-    return "by_name" if world.sharded else "positional"
+    """How a checkpoint keys optimizer state: by name under FSDP (also on one rank, so the
+    checkpoint resumes on any number of ranks), by position otherwise."""
+    return "by_name" if world.sharded or getattr(world, "strategy", "ddp") == "fsdp" else "positional"
 
 
 def resume_point(run_dir: Path, resume: str) -> Path | None:
@@ -297,19 +307,59 @@ def resume_point(run_dir: Path, resume: str) -> Path | None:
     return path
 
 
+POSITION_KEYS = ("step", "epoch", "batch_in_epoch", "epoch_segments")
+
+
+def position_of(train_state: dict[str, Any]) -> dict[str, Any]:
+    """Where in the data a run stands: its step, epoch and global place in the epoch."""
+    return {key: train_state.get(key, [] if key == "epoch_segments" else 0) for key in POSITION_KEYS}
+
+
+def _global_position(counters: dict[str, Any], saved_world_size: int) -> dict[str, Any]:
+    """Counters with a global `batch_in_epoch`: checkpoints without `epoch_segments` counted this rank's batches."""
+    if "epoch_segments" in counters:
+        return counters
+    return {**counters, "batch_in_epoch": counters.get("batch_in_epoch", 0) * saved_world_size, "epoch_segments": []}
+
+
+def _moved(counters: dict[str, Any], saved_world_size: int, world_size: int) -> dict[str, Any]:
+    """The counters as a run on `world_size` ranks continues them: what the saved world consumed of
+    the epoch becomes an earlier segment, and the rest of the epoch is re-dealt from 0."""
+    counters = _global_position(counters, saved_world_size)
+    if saved_world_size == world_size or not counters["batch_in_epoch"]:
+        return counters
+    segments = [*counters["epoch_segments"], [saved_world_size, counters["batch_in_epoch"]]]
+    return {**counters, "batch_in_epoch": 0, "epoch_segments": segments}
+
+
+def moved_position(path: Path, world_size: int) -> dict[str, Any] | None:
+    """The position of checkpoint `path` (meta.json, else state.pt) as `world_size` ranks continue
+    it; None when it was written by as many ranks (nothing moves)."""
+    meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+    if "position" in meta:
+        saved_world_size, counters = int(meta["world_size"]), meta["position"]
+    else:
+        import torch
+
+        state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
+        saved_world_size, counters = int(state.get("world_size", 1)), state["train_state"]
+    if saved_world_size == world_size:
+        return None
+    return position_of(_moved(counters, saved_world_size, world_size))
+
+
 def resume_training(path: Path, *, model: Any, forward_module: Any, optimizer: Any, scheduler: Any, world: dist_tools.World) -> dict[str, Any]:
     """Every rank: weights, optimizer, scheduler and this rank's RNG state from a checkpoint; returns
-    the saved training counters."""
+    the saved training counters, their place in the epoch moved to this world size.
+
+    A rank the checkpoint has no RNG state for (more ranks now than then) starts fresh streams of
+    its own; the data each rank trains next depends only on the global place in the epoch."""
     saved = restore_training(path, model=model, forward_module=forward_module, optimizer=optimizer, scheduler=scheduler, world=world)
-    counters = saved["train_state"]
     rng_states = saved["rng"] if isinstance(saved["rng"], list) else [saved["rng"]]
-    if len(rng_states) == world.world_size:
+    saved_world_size = int(saved.get("world_size", len(rng_states)))
+    counters = _moved(saved["train_state"], saved_world_size, world.world_size)
+    if world.rank < len(rng_states):
         restore_rng_state(rng_states[world.rank])
-    elif counters.get("batch_in_epoch"):
-        raise InputError(
-            f"{path}: written by {len(rng_states)} rank(s) in the middle of an epoch; resume it on {len(rng_states)} rank(s) "
-            "(each rank's place in the epoch depends on the number of ranks)"
-        )
     else:
-        seed_everything(counters["step"] * 1009 + world.rank)  # a new world size: fresh per-rank streams
+        seed_everything(counters["step"] * 1009 + world.rank)
     return counters

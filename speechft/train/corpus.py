@@ -1,5 +1,6 @@
-"""A run's data: the training files read and filtered, the validation utterances, the dataset and
-this rank's sampler, built once from the request and the model's tokenizer and frontend."""
+"""A run's data: the training files indexed and filtered (lines stay on disk, see
+:mod:`speechft.data.index`), the validation utterances, the dataset and this rank's sampler, built
+once from the request and the model's tokenizer and frontend."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 from speechft import console
 from speechft.data.augment import Augmentation, SpeedLengths, scan_noise_dir
 from speechft.data.dataset import Sample, SpeechDataset
+from speechft.data.index import ManifestIndex, filter_index_lengths, key_hash
 from speechft.data.manifest import Skip, TrainSource, Utterance, filter_lengths, read_manifest
 from speechft.data.remote import url_cache_dir
 from speechft.data.sampler import TokenBatchSampler
@@ -38,22 +40,19 @@ class TrainData:
     validation: str = ""  # where the validation utterances came from, in words
 
 
-def read_sources(sources: Sequence[TrainSource], tokenizer: Any, config: TrainConfig) -> tuple[list[Utterance], list[list[int]], list[float], list[Skip]]:
-    """(utterances of every file, their indices per file, each file's weight, skipped lines)."""
-    utterances: list[Utterance] = []
-    groups: list[list[int]] = []
-    weights: list[float] = []
-    skipped: list[Skip] = []
-    for source in sources:
-        read, bad = read_manifest(source.path, tokenizer)
-        kept, too_long = filter_lengths(read, max_sample_tokens=config.data.max_sample_tokens, min_speech_frames=config.data.min_speech_frames)
-        skipped += bad + too_long
-        if not kept:
-            raise InputError(f"{source.path}: every line was skipped ({len(bad)} unusable, {len(too_long)} outside the length limits)")
-        groups.append(list(range(len(utterances), len(utterances) + len(kept))))
-        weights.append(source.weight)
-        utterances += kept
-    return utterances, groups, weights, skipped
+def read_sources(sources: Sequence[TrainSource], tokenizer: Any, config: TrainConfig) -> tuple[ManifestIndex, list[float], list[Skip], int]:
+    """(index of the usable lines of every file within the length limits, each file's weight,
+    skipped lines, distinct keys of all lines, skipped ones included)."""
+    index, bad = ManifestIndex.build([source.path for source in sources], tokenizer)
+    bad_hashes = np.array([key_hash(skip.key) for skip in bad], dtype=np.uint64)
+    corpus_utterances = holdout.distinct_keys(np.concatenate([index.key_hashes, bad_hashes]))
+    kept, too_long = filter_index_lengths(index, max_sample_tokens=config.data.max_sample_tokens, min_speech_frames=config.data.min_speech_frames)
+    for number, source in enumerate(sources):
+        if not np.any(kept.sources == number):
+            unusable = sum(1 for skip in bad if skip.where.startswith(f"{source.path}:"))
+            outside = sum(1 for skip in too_long if skip.where.startswith(f"{source.path}:"))
+            raise InputError(f"{source.path}: every line was skipped ({unusable} unusable, {outside} outside the length limits)")
+    return kept, [source.weight for source in sources], bad + too_long, corpus_utterances
 
 
 def _read_validation(path: Path, tokenizer: Any, config: TrainConfig) -> tuple[list[Utterance], list[Skip]]:
@@ -71,18 +70,17 @@ def prepare_data(request: TrainRequest, bundle: ModelBundle, world: dist_tools.W
     Without --val the validation utterances are a held-out slice of the training files (see
     :mod:`speechft.train.holdout`), removed from training."""
     config = request.config
-    utterances, groups, weights, skipped = read_sources(request.train, bundle.tokenizer, config)
-    corpus_utterances = len({u.key for u in utterances} | {s.key for s in skipped})
+    index, weights, skipped, corpus_utterances = read_sources(request.train, bundle.tokenizer, config)
     if request.val is not None:
         val_utterances, val_skipped = _read_validation(request.val, bundle.tokenizer, config)
     else:
-        utterances, groups, val_utterances = holdout.hold_out(utterances, groups, config.validation)
+        index, val_utterances = holdout.hold_out(index, config.validation)
         val_skipped = []
     train_frontend = build_frontend(bundle.config, dither=config.data.dither)
     cache = None if request.dry_run else url_cache_dir(request.output_dir, config.data.url_cache)
     augmentation = augmentation_for(config, announce=world is None or world.is_main)
     dataset = SpeechDataset(
-        utterances,
+        index,
         bundle.tokenizer,
         train_frontend,
         speech_buckets=config.data.speech_buckets,
@@ -92,17 +90,15 @@ def prepare_data(request: TrainRequest, bundle: ModelBundle, world: dist_tools.W
     )
     speed_lengths = None
     if augmentation.perturbs_speed:
-        speed_lengths = SpeedLengths(
-            np.array([u.speech_frames for u in utterances]), np.array([u.text_tokens for u in utterances]), augmentation.speed_factors, config.seed
-        )
+        speed_lengths = SpeedLengths(index.speech_frames, index.text_tokens, augmentation.speed_factors, config.seed)
     sampler = TokenBatchSampler(
-        [u.batch_tokens for u in utterances],
+        index.batch_tokens,
         token_budget=config.data.token_budget,
         max_utterances=config.data.max_utterances_per_batch,
         sort_buffer=config.data.sort_buffer,
-        sort_keys=[u.sort_key for u in utterances],
+        sort_keys=index.sort_keys,
         seed=config.seed,
-        groups=groups,
+        groups=[np.flatnonzero(index.sources == number) for number in range(len(request.train))],
         weights=weights,
         rank=world.rank if world else 0,
         world_size=world.world_size if world else 1,
@@ -110,8 +106,8 @@ def prepare_data(request: TrainRequest, bundle: ModelBundle, world: dist_tools.W
     )
     val_dataset = SpeechDataset(val_utterances, bundle.tokenizer, bundle.frontend, url_cache_dir=cache)
     val_samples: list[Sample] = []
-    for index in range(len(val_dataset)):
-        item = val_dataset[index]
+    for position in range(len(val_dataset)):
+        item = val_dataset[position]
         if isinstance(item, Skip):
             # A held-out utterance is training data: its failure counts against the training files.
             (val_skipped if request.val is not None else skipped).append(item)
@@ -120,7 +116,7 @@ def prepare_data(request: TrainRequest, bundle: ModelBundle, world: dist_tools.W
     if request.val is not None and not val_samples:
         reasons = "; ".join(sorted({skip.reason for skip in val_skipped})[:3])
         raise InputError(f"--val {request.val}: no utterance could be used ({reasons})")
-    hours = sum(u.seconds for u in utterances) / 3600.0
+    hours = index.seconds / 3600.0
     val_source = str(request.val) if request.val is not None else "held-out" if val_utterances else "none"
     validation = holdout.describe_validation(request.val, config.validation, len(val_utterances), len(val_samples), len(val_skipped), SKIPPED_FILE)
     return TrainData(dataset, sampler, val_samples, request.val is None, skipped, hours, corpus_utterances, val_skipped, val_source, validation)

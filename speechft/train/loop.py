@@ -107,7 +107,7 @@ def setup(request: TrainRequest, world: dist_tools.World) -> tuple[Run, TrainSta
     request = replace(request, config=config)
     resume_from = ckpt.resume_point(request.output_dir, request.resume)
     faults.check_skips_before_training(request.output_dir, world, data, request.config.data.max_skip_fraction, fresh=resume_from is None)
-    _, _, total_steps = plan_steps(config, data)
+    _, _, total_steps = plan_steps(config, data, ckpt.moved_position(resume_from, world.world_size) if resume_from else None)
     world = settle_strategy(config, world, model, counts, data, autocast_dtype)
     forward_module = dist_tools.wrap_for_training(TrainForward(model, device, autocast_dtype), world)
     # After wrapping: FSDP2 replaces parameters by their shards, which the optimizer must hold.
@@ -143,15 +143,15 @@ def fit(run: Run, state: TrainState, stop: faults.GracefulStop) -> float | None:
         log.start(run.data, total_steps=run.total_steps, step=state.step, epoch=state.epoch, skipped_utterances=state.skipped_samples)
         loader = _make_loader(run)
         while state.epoch < config.max_epochs and state.step < run.total_steps and not state.early_stopped:
-            whole_epoch, steps_before = state.batch_in_epoch == 0, state.step
+            whole_epoch, steps_before = state.batch_in_epoch == 0 and not state.epoch_segments, state.step
             if _train_epoch(run, state, stop, log, loader):
                 return log.last_loss
-            if state.early_stopped or (state.step >= run.total_steps and state.batch_in_epoch < len(run.data.sampler.epoch_batches(state.epoch))):
+            if state.early_stopped or (state.step >= run.total_steps and state.batch_in_epoch < run.data.sampler.epoch_global_batches()):
                 break  # stopped early or by max_steps inside the epoch; the counters say where
             if whole_epoch and state.step == steps_before:
                 faults.stop_if_mostly_skipped(run, state, nothing_trained=f"epoch {state.epoch + 1} made no optimizer step")
             state.epoch += 1
-            state.batch_in_epoch = 0
+            state.batch_in_epoch, state.epoch_segments = 0, []
             if state.last_validated_step != state.step:
                 result = _validate_and_checkpoint(run, state, log)
                 if result is not None:
@@ -175,7 +175,7 @@ def _make_loader(run: Run) -> Any:
 def _train_epoch(run: Run, state: TrainState, stop: faults.GracefulStop, log: RunLog, loader: Any) -> bool:
     """The rest of the current epoch; True when a stop was asked (every rank has checkpointed)."""
     config = run.config
-    run.data.sampler.set_epoch(state.epoch, start=state.batch_in_epoch)
+    run.data.sampler.set_epoch(state.epoch, start=state.batch_in_epoch, segments=state.epoch_segments)
     batches = iter(loader)
     while state.step < run.total_steps and not state.early_stopped:
         group = _take(batches, config.optim.grad_accum_steps)
@@ -192,7 +192,7 @@ def _train_group(run: Run, state: TrainState, group: list[Batch], stop: faults.G
     usable = [b for b in group if len(b)]
     skips = [s for b in group for s in b.skipped if s.key not in state.skipped_keys]
     step_tokens, empty_ranks, skipping_ranks = dist_tools.sum_across(world, [sum(b.target_tokens for b in usable), 0 if usable else 1, 1 if skips else 0])
-    state.batch_in_epoch += len(group)
+    state.batch_in_epoch += len(group) * world.world_size  # every rank took as many
     new = faults.note_skips(world, run.request.output_dir, state.skipped_keys, skips, skipping_ranks > 0, state.step)
     state.skipped_keys += [skip.key for skip in new]
     state.skipped_samples += len(new)

@@ -15,8 +15,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
+
 from speechft import console
 from speechft.data.dataset import SpeechDataset
+from speechft.data.index import ManifestIndex
 from speechft.data.sampler import TokenBatchSampler
 from speechft.errors import InputError, TrainingError
 from speechft.model.build import load_model
@@ -65,16 +68,33 @@ class DryRunReport:
     strategy_reason: str = ""
 
 
-def plan_steps(config: TrainConfig, data: TrainData) -> tuple[int, int, int]:
-    """(batches per epoch, optimizer steps per epoch, total steps) for this rank (all ranks agree)."""
-    batches_per_epoch = len(data.sampler.epoch_batches(0))
+def plan_steps(config: TrainConfig, data: TrainData, resumed: dict[str, Any] | None = None) -> tuple[int, int, int]:
+    """(batches per epoch, optimizer steps per epoch, total steps) for this rank (all ranks agree).
+
+    `resumed`: the counters of a checkpoint written by a different number of ranks (see
+    :func:`speechft.train.checkpoint.moved_position`); the total is then the steps already taken,
+    those left in its epoch as re-dealt to this world size, and whole epochs after it."""
+    batches_per_epoch = data.sampler.batches_per_rank(0)
     if batches_per_epoch == 0:
         raise InputError("no training batches: check data.token_budget against the utterance lengths")
     steps_per_epoch = math.ceil(batches_per_epoch / config.optim.grad_accum_steps)
     total_steps = steps_per_epoch * config.max_epochs
+    if resumed is not None and resumed["epoch"] < config.max_epochs:
+        sampler = data.sampler
+        left = len(sampler.dealt_plan(resumed["epoch"], resumed["batch_in_epoch"], resumed["epoch_segments"])) // sampler.world_size
+        later = config.max_epochs - resumed["epoch"] - 1
+        total_steps = resumed["step"] + math.ceil(left / config.optim.grad_accum_steps) + later * steps_per_epoch
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
     return batches_per_epoch, steps_per_epoch, total_steps
+
+
+def _length_arrays(dataset: SpeechDataset) -> tuple[np.ndarray, np.ndarray]:
+    """(speech frames, text tokens) of every utterance of the dataset."""
+    utterances = dataset.utterances
+    if isinstance(utterances, ManifestIndex):
+        return utterances.speech_frames.astype(np.int64), utterances.text_tokens.astype(np.int64)
+    return np.array([u.speech_frames for u in utterances], dtype=np.int64), np.array([u.text_tokens for u in utterances], dtype=np.int64)
 
 
 def estimate_peak_memory(
@@ -89,18 +109,21 @@ def estimate_peak_memory(
     activation_bytes = 2 if autocast_dtype is not None else 4
     # Each adapted layer keeps its input and A·x for backward (zero without LoRA).
     adapter_values = lora.activation_values_per_token(model)
-    worst = 0
-    for batch in sampler.epoch_batches(0):
-        utterances = [dataset.utterances[i] for i in batch]
-        frames = max(u.speech_frames for u in utterances) // 6 + 1
-        llm_tokens = max(40 + u.speech_frames // 48 + 1 + u.text_tokens for u in utterances)
-        count = len(batch)
-        # Rule of thumb: ~17 stored values per hidden unit per token per layer (attention + MLP).
-        llm = count * llm_tokens * (hidden * layers * 17 + adapter_values) * activation_bytes
-        encoder = count * frames * encoder_dim * encoder_layers * 17 * activation_bytes if "encoder" in trainable else 0
-        logits = sum(u.text_tokens + 1 for u in utterances) * vocab * 4 * 3
-        worst = max(worst, llm + encoder + logits)
-    return static + worst
+    plan = sampler.dealt_plan(0)
+    plan = plan.select(sampler.rank_positions(plan))
+    if len(plan) == 0:
+        return static
+    frames, tokens = _length_arrays(dataset)
+    frames, tokens = frames[plan.items], tokens[plan.items]
+    starts = plan.bounds[:-1]
+    longest_frames = np.maximum.reduceat(frames, starts) // 6 + 1
+    llm_tokens = np.maximum.reduceat(40 + frames // 48 + 1 + tokens, starts)
+    count = plan.sizes
+    # Rule of thumb: ~17 stored values per hidden unit per token per layer (attention + MLP).
+    llm = count * llm_tokens * (hidden * layers * 17 + adapter_values) * activation_bytes
+    encoder = count * longest_frames * encoder_dim * encoder_layers * 17 * activation_bytes if "encoder" in trainable else 0
+    logits = np.add.reduceat(tokens + 1, starts) * vocab * 4 * 3
+    return static + int(np.max(llm + encoder + logits))
 
 
 def static_memory(counts: dict[str, ModuleCount]) -> int:

@@ -18,7 +18,10 @@ class TrainState:
 
     step: int = 0
     epoch: int = 0
+    # Global batches of the epoch consumed (all ranks), as dealt to this run's number of ranks ...
     batch_in_epoch: int = 0
+    # ... after these [world size, global batches] of the epoch trained on other numbers of ranks.
+    epoch_segments: list[list[int]] = field(default_factory=list)
     audio_seconds: float = 0.0
     skipped_samples: int = 0  # distinct utterances skipped (a bad file fails again every epoch)
     skipped_keys: list[str] = field(default_factory=list)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from speechft.data.manifest import Utterance
@@ -98,3 +99,77 @@ def test_sort_keys_order_buffers_and_the_budget_still_counts_lengths() -> None:
     assert all(max(lengths[i] for i in batch) * len(batch) <= 1210 for batch in tight)
     sampler = TokenBatchSampler(lengths, token_budget=10_000, max_utterances=2, seed=3, sort_keys=[u.sort_key for u in utterances])
     assert sorted(map(sorted, sampler.epoch_batches(0))) == [[0, 2], [1, 3]]
+
+
+def _world(world_size: int, **kwargs: object) -> list[TokenBatchSampler]:
+    lengths = [50 + (index * 37) % 400 for index in range(203)]
+    return [
+        TokenBatchSampler(lengths, token_budget=900, max_utterances=4, sort_buffer=16, seed=5, rank=rank, world_size=world_size, **kwargs)  # type: ignore[arg-type]
+        for rank in range(world_size)
+    ]
+
+
+def _rounds(samplers: list[TokenBatchSampler], epoch: int, start: int, segments: list[tuple[int, int]], rounds: int | None) -> list[list[int]]:
+    """What the ranks train in `rounds` steps (all of the rest: None) from a global position."""
+    trained = []
+    for sampler in samplers:
+        sampler.set_epoch(epoch, start=start, segments=segments)
+        trained += list(sampler)[:rounds]
+    return trained
+
+
+@pytest.mark.parametrize("worlds", [(2, 1), (1, 2), (8, 7), (3, 5, 2), (4, 4)])
+def test_a_mid_epoch_position_is_global_and_the_rest_is_redealt_to_another_world_size(worlds: tuple[int, ...]) -> None:
+    trained: list[list[int]] = []
+    segments: list[tuple[int, int]] = []
+    for number, world_size in enumerate(worlds):
+        samplers = _world(world_size)
+        last = number == len(worlds) - 1
+        counts = {len(sampler.dealt_plan(1, 0, segments)) // world_size for sampler in samplers}
+        assert len(counts) == 1  # every rank the same number of batches
+        steps = None if last else 3
+        trained += _rounds(samplers, 1, 0, segments, steps)
+        if not last:
+            segments.append((world_size, 3 * world_size))
+    seen = sorted(index for batch in trained for index in batch)
+    assert seen == list(range(203))  # every utterance of the epoch exactly once
+    if len(set(worlds)) == 1:  # the same world size throughout: the batches of an uninterrupted epoch
+        whole = [batch for sampler in _world(worlds[0]) for batch in sampler.epoch_batches(1)]
+        assert sorted(map(sorted, trained)) == sorted(map(sorted, whole))
+
+
+def test_a_global_start_on_the_same_world_size_continues_each_rank_where_it_stopped() -> None:
+    samplers = _world(3)
+    for sampler in samplers:
+        sampler.set_epoch(2, start=3 * 4)  # four steps of three ranks
+        assert list(sampler) == sampler.epoch_batches(2)[4:]
+        assert sampler.epoch_global_batches() == 3 * len(sampler.epoch_batches(2))
+
+
+def test_epoch_lengths_replace_the_lengths_per_epoch() -> None:
+    lengths = [100] * 40
+    doubled = TokenBatchSampler(lengths, token_budget=1000, max_utterances=100, seed=1, epoch_lengths=lambda epoch: np.full(40, 100 * (epoch + 1)))
+    assert {len(batch) for batch in doubled.epoch_batches(0)} == {10}
+    assert {len(batch) for batch in doubled.epoch_batches(1)} == {5}
+    assert sorted(i for b in doubled.epoch_batches(1) for i in b) == list(range(40))
+    wrong = TokenBatchSampler(lengths, token_budget=1000, max_utterances=100, epoch_lengths=lambda epoch: np.ones(3))
+    with pytest.raises(ValueError, match=r"epoch_lengths\(0\) gave 3 lengths for 40 utterances"):
+        wrong.epoch_batches(0)
+
+
+def test_many_buffers_cut_as_one_buffer_at_a_time() -> None:
+    # The column-wise cut over many buffers gives what the plain loop gives buffer by buffer.
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(10, 500, 5000)
+    keys = rng.integers(0, 50, 5000)
+    order = rng.permutation(5000)
+    together = token_budget_batches(order.tolist(), lengths.tolist(), token_budget=1500, max_utterances=7, sort_buffer=64, sort_keys=keys.tolist())
+    alone = [
+        batch
+        for begin in range(0, 5000, 64)
+        for batch in token_budget_batches(
+            order[begin : begin + 64].tolist(), lengths.tolist(), token_budget=1500, max_utterances=7, sort_buffer=64, sort_keys=keys.tolist()
+        )
+    ]
+    assert together == alone
+    assert all(max(lengths[i] for i in b) * len(b) <= 1500 or len(b) == 1 for b in together)

@@ -21,7 +21,7 @@ def _config(*overrides: str):
 
 
 def _data(batches_per_epoch: int) -> SimpleNamespace:
-    return SimpleNamespace(sampler=SimpleNamespace(epoch_batches=lambda epoch: [[0]] * batches_per_epoch))
+    return SimpleNamespace(sampler=SimpleNamespace(batches_per_rank=lambda epoch: batches_per_epoch))
 
 
 @pytest.mark.parametrize(
