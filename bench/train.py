@@ -112,6 +112,8 @@ def child_speechft(args: argparse.Namespace) -> None:
         f"max_steps={total + 1}",
         "validation.every_steps=0",
         "validation.max_utterances=4",
+        # The upstream trainer has no augmentation: the same work on both sides.
+        "augment.speed=false",
         *args.override,
     ]
     config = load_config(profiles_dir() / f"{args.profile}.yaml", overrides)
@@ -402,7 +404,7 @@ def parity(model_dir: Path, jsonl: Path, args: argparse.Namespace) -> None:
     from speechft.train.optim import make_optimizer
 
     torch.set_num_threads(args.threads)
-    config = load_config(profiles_dir() / "small-data.yaml", ["schedule.warmup_fraction=0", "schedule.decay=constant", *args.override])
+    config = load_config(profiles_dir() / "small-data.yaml", ["schedule.warmup_fraction=0", "schedule.decay=constant", "augment.speed=false", *args.override])
     bundle = load_model(model_dir)
     apply_trainable(bundle.model, config.trainable)
     utterances, _ = read_manifest(jsonl)
