@@ -8,7 +8,7 @@ accents domain A never heard, faster. Everything is seeded, so a rerun writes th
 Only this script needs espeak-ng and sox; the demo uses the files it wrote.
 
     python examples/make_corpus.py --out examples/data            # bundled sets (domain B, test sets)
-    python examples/make_corpus.py --out /tmp/corpus --domain-a-train 2400   # also domain-A training data
+    python examples/make_corpus.py --out /tmp/corpus --domain-a-train 6000   # also domain-A training data
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("examples/data"))
     parser.add_argument("--domain-a-train", type=int, default=0, help="also write domain-a/train with this many utterances (wav)")
-    parser.add_argument("--domain-b-train", type=int, default=240)
+    parser.add_argument("--domain-b-train", type=int, default=720)
     parser.add_argument("--test", type=int, default=60, help="utterances in each test set")
     parser.add_argument("--replay", type=int, default=360, help="domain-A utterances bundled for replay during fine-tuning")
     parser.add_argument("--jobs", type=int, default=4)

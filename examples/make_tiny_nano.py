@@ -4,7 +4,7 @@
     python examples/make_tiny_nano.py --corpus /tmp/corpus --work /tmp/tiny-nano-work
 
 Steps, all with speechft's own commands and library:
-1. `examples/make_corpus.py --domain-a-train 2400` synthesises domain A with espeak-ng (unless
+1. `examples/make_corpus.py --domain-a-train 6000` synthesises domain A with espeak-ng (unless
    `--corpus` already holds `domain-a/train`).
 2. A randomly initialised tiny directory in the official layout (`build_tiny_model_dir`: encoder
    96-dim x 3 blocks, adaptor stacking 8 frames, 2-layer Qwen3 of hidden 96, byte-level BPE of 400
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 
     domain_a = args.corpus / "domain-a" / "train"
     if not (domain_a / "wav.scp").exists():
-        run([sys.executable, str(REPO / "examples" / "make_corpus.py"), "--out", str(args.corpus), "--domain-a-train", "2400"])
+        run([sys.executable, str(REPO / "examples" / "make_corpus.py"), "--out", str(args.corpus), "--domain-a-train", "6000"])
     if args.work.exists():
         shutil.rmtree(args.work)
     args.work.mkdir(parents=True)

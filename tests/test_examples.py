@@ -20,6 +20,10 @@ def _table(path: Path) -> dict[str, str]:
     return dict(line.split(maxsplit=1) for line in path.read_text(encoding="utf-8").splitlines())
 
 
+def _size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
 def test_bundle_is_complete_and_small() -> None:
     for name in ("config.yaml", "model.pt", "configuration.json", "Qwen3-0.6B/config.json", "Qwen3-0.6B/tokenizer.json"):
         assert (MODEL / name).is_file(), name
@@ -28,8 +32,8 @@ def test_bundle_is_complete_and_small() -> None:
         audio, text = _table(DATA / name / "wav.scp"), _table(DATA / name / "text")
         assert list(audio) == list(text), name
         assert all((REPO / path).is_file() for path in audio.values()), name
-    size = sum(p.stat().st_size for p in [*MODEL.rglob("*"), *DATA.rglob("*")] if p.is_file())
-    assert size < 10 * 1024 * 1024
+    assert _size(MODEL) < 10 * 1024 * 1024
+    assert _size(DATA) < 10 * 1024 * 1024
 
 
 @pytest.mark.slow
