@@ -86,5 +86,5 @@ def test_demo_quick_writes_every_artefact(tmp_path: Path) -> None:
     for jsonl in ("b-train.jsonl", "a-replay.jsonl"):
         lines = (out / "data" / jsonl).read_text(encoding="utf-8").splitlines()
         assert lines and all(json.loads(line)["messages"][2]["role"] == "assistant" for line in lines)
-    assert "$ speechft train --profile small-data" in result.stdout
-    assert "$ speechft train --profile medium-data" in result.stdout
+    assert "$ OMP_NUM_THREADS=1 speechft train --profile small-data" in result.stdout
+    assert "$ OMP_NUM_THREADS=1 speechft train --profile medium-data" in result.stdout
