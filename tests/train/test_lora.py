@@ -413,8 +413,11 @@ def test_two_ddp_ranks_match_one_rank_with_lora(tiny_dir: Path, tmp_path: Path) 
 
     ours, reference = _last_weights(two), _last_weights(one)
     assert set(ours) == set(reference) and any(".lora_B.default." in name for name in ours)
+    # Averaged all-reduce vs accumulated gradients differ in summation order; Adam rescales those
+    # rounding differences on near-zero gradients up to ~1.6e-4 after 8 steps on this machine. A real
+    # mismatch (a rank's gradient lost or not averaged) moves weights by ~lr (3e-3) per step.
     for name, tensor in reference.items():
-        torch.testing.assert_close(ours[name], tensor, rtol=1e-3, atol=1e-4, msg=name)
+        torch.testing.assert_close(ours[name], tensor, rtol=1e-3, atol=5e-4, msg=name)
     assert any(not torch.equal(tensor, torch.zeros_like(tensor)) for name, tensor in ours.items() if ".lora_B." in name)
     two_state, one_state = torch.load(two / "model.pt"), torch.load(one / "model.pt")
     assert set(two_state) == set(one_state) and not any(".lora_" in name for name in two_state)
