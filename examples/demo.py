@@ -11,8 +11,8 @@ guide's flow with the commands a user would type, echoing each one:
 and writes `out/demo/report.json` with the CERs (`baseline_cer`, `finetuned_cer`,
 `domain_a_cer_before`, `domain_a_cer_after`: the medium-data fine-tune; every profile under
 `profiles`, with its relative gain, seconds and why its training ended), then checks its targets:
-domain-B CER at least 45% relatively lower with medium-data and 35% with small-data, domain-A CER
-not more than 4 points worse with either (the goal, 2 points, is not met yet: README). The two fine-tunes run side by side, one CPU thread each.
+domain-B CER at least 50% relatively lower with medium-data and 35% with small-data, domain-A CER
+not more than 2 points worse with either. The two fine-tunes run side by side, one CPU thread each.
 
     python examples/demo.py [--out out/demo] [--quick] [--model-dir DIR]
 
@@ -38,17 +38,20 @@ MODEL = REPO / "examples" / "tiny-nano"
 DATA = REPO / "examples" / "data"
 QUICK_UTTERANCES = 6
 # The guide's profiles as shipped (speed perturbation on), plus what a ~1 M-parameter model needs:
-# a learning rate of 1e-3 (5-20x the 0.6 B-parameter model's), batches of 16, 10 epochs, one loader
-# worker (the two fine-tunes share a 2-core CPU, see fine_tune_side_by_side).
-TINY_MODEL = ["max_epochs=10", "data.max_utterances_per_batch=16", "optim.lr=1e-3", "data.num_workers=1"]
-PROFILES = {"small-data": TINY_MODEL, "medium-data": TINY_MODEL}
+# 10 epochs, batches of 16, one loader worker (the two fine-tunes share a 2-core CPU, see
+# fine_tune_side_by_side) and a learning rate 5-14x the 0.6 B-parameter model's: 1e-3 for
+# small-data, 7e-4 for medium-data, which trains the encoder too (the shipped profiles also give it
+# the lower rate). Measured: medium-data at 1e-3 cut domain B as much but left domain A 4.4 points
+# worse; at 7e-4, 1.8.
+TINY_MODEL = ["max_epochs=10", "data.max_utterances_per_batch=16", "data.num_workers=1"]
+PROFILES = {"small-data": [*TINY_MODEL, "optim.lr=1e-3"], "medium-data": [*TINY_MODEL, "optim.lr=7e-4"]}
 # Each domain-A replay utterance is seen this many times per epoch (each time at its own speed).
-REPLAY_WEIGHT = 2
+# 720 distinct replay utterances once each forgot less than 360 twice (small-data: +0.7 points on
+# domain A against +3.3, with the same domain-B gain).
+REPLAY_WEIGHT = 1
 # Least relative domain-B gain per profile; domain A may get at most this much (absolute CER) worse.
-# Measured (REPLAY_WEIGHT 2): small-data -38% / +3.3 points, medium-data -51% / +2.2 points; replay
-# weights 1 and 3 did no better on domain A. The goal is 2 points; 4 is what this base model meets.
-TARGETS = {"small-data": 0.35, "medium-data": 0.45}
-DOMAIN_A_TOLERANCE = 0.04
+TARGETS = {"small-data": 0.35, "medium-data": 0.50}
+DOMAIN_A_TOLERANCE = 0.02
 CHECKED_PROFILE = "medium-data"  # the report's top-level finetuned_cer
 SETS = ("domain-a/test", "domain-a/replay", "domain-b/train", "domain-b/test")
 
@@ -144,40 +147,35 @@ def train_arguments(out: Path, model: str, system: str, profile: str, overrides:
     return ["train", "--profile", profile, "--model-dir", model, "--train", *train_files, "--val", val, "--output-dir", output, "--quiet", *overrides]
 
 
-def fine_tune(out: Path, model: str, system: str, profile: str, overrides: list[str]) -> float:
-    """One fine-tune (`train_arguments`); seconds taken."""
-    began = time.monotonic()
-    run(*train_arguments(out, model, system, profile, overrides))
-    return time.monotonic() - began
-
-
-def fine_tune_side_by_side(out: Path, model: str, runs: dict[str, list[str]]) -> dict[str, float]:
-    """Every profile's fine-tune at once, one CPU thread each; seconds per profile.
+def fine_tune_side_by_side(out: Path, model: str, runs: dict[str, tuple[str, list[str]]]) -> dict[str, float]:
+    """Fine-tunes at once, one CPU thread each: {system: (profile, overrides)} -> seconds per system.
 
     A ~1 M-parameter model gains little from a second thread, so on a 2-core CPU two single-threaded
-    runs side by side finish well before the two would one after the other. Each run's output goes
-    to out/<profile>.log and is printed when it ends."""
+    runs side by side finish well before the two would one after the other. Each run writes to
+    out/<system>/ and its output goes to out/<system>.log, printed when it ends."""
     began, running = time.monotonic(), {}
-    for profile, overrides in runs.items():
-        arguments = train_arguments(out, model, profile, profile, overrides)
-        print(f"\n\033[1m$ OMP_NUM_THREADS=1 speechft {shown(arguments)}\033[0m  (output: {out.name}/{profile}.log)", flush=True)
-        log = (out / f"{profile}.log").open("w", encoding="utf-8")
+    for system, (profile, overrides) in runs.items():
+        arguments = train_arguments(out, model, system, profile, overrides)
+        log_path = out / f"{system}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        print(f"\n\033[1m$ OMP_NUM_THREADS=1 speechft {shown(arguments)}\033[0m  (output: {log_path.relative_to(out.parent)})", flush=True)
+        log = log_path.open("w", encoding="utf-8")
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         process = subprocess.Popen([sys.executable, "-m", "speechft", *arguments], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-        running[profile] = (process, log)
+        running[system] = (process, log, log_path)
     seconds = {}
     while running:
-        for profile, (process, log) in list(running.items()):
+        for system, (process, log, log_path) in list(running.items()):
             if process.poll() is None:
                 continue
             log.close()
-            seconds[profile] = time.monotonic() - began
-            del running[profile]
-            print(f"\n\033[1m{profile}\033[0m ({seconds[profile]:.0f} s):\n" + (out / f"{profile}.log").read_text(encoding="utf-8"), flush=True)
+            seconds[system] = time.monotonic() - began
+            del running[system]
+            print(f"\n\033[1m{system}\033[0m ({seconds[system]:.0f} s):\n" + log_path.read_text(encoding="utf-8"), flush=True)
             if process.returncode:
-                for other, _ in running.values():
+                for other, _, _ in running.values():
                     other.terminate()
-                raise subprocess.CalledProcessError(process.returncode, ["speechft", "train", "--profile", profile])
+                raise subprocess.CalledProcessError(process.returncode, ["speechft", "train", "--output-dir", str(out / system)])
         time.sleep(0.5)
     return seconds
 
@@ -225,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     prepare(out, sets_dir, model)
     decode_tests(out, sets_dir, model, "base")
     quick = ["max_steps=6", "validation.max_utterances=8"] if args.quick else []
-    seconds = fine_tune_side_by_side(out, model, {profile: [*overrides, *quick] for profile, overrides in PROFILES.items()})
+    seconds = fine_tune_side_by_side(out, model, {profile: (profile, [*overrides, *quick]) for profile, overrides in PROFILES.items()})
     for profile in PROFILES:
         decode_tests(out, sets_dir, str(out / profile), profile)
     cers = score(out, sets_dir, ["base", *PROFILES])

@@ -10,8 +10,8 @@ domain-A replay, decode, normalize, score) once per profile and variant:
     early_stopping  no augmentation; validation.patience + validation.min_validations
     profile         the profile as shipped (what `make demo` runs)
 
-and writes `out/effects/effects.json` and the Markdown table the README shows
-(`out/effects/effects.md`: domain-B and domain-A CER and seconds per run).
+two runs at a time, one CPU thread each, and writes `out/effects/effects.json` and the Markdown
+table the README shows (`out/effects/effects.md`: domain-B and domain-A CER and seconds per run).
 
     python examples/effects.py [--out out/effects] [--profiles small-data medium-data] [--variants ...]
 """
@@ -33,6 +33,9 @@ import demo  # noqa: E402  (this script's own folder)
 
 OFF = ["augment.spec_augment=false", "augment.speed=false", "augment.noise_dir=", "validation.patience=0", "validation.min_validations=0"]
 EARLY_STOPPING = ["validation.patience=4", "validation.min_validations=20"]
+# Runs trained at once, one CPU thread each (as `make demo` does): each run's seconds are measured
+# while it shares the CPU with another.
+SIDE_BY_SIDE = 2
 
 
 def variants(noise_dir: Path) -> dict[str, list[str]]:
@@ -105,13 +108,13 @@ def main(argv: list[str] | None = None) -> int:
     demo.prepare(out, sets_dir, model)
     demo.decode_tests(out, sets_dir, model, "base")
     quick = ["max_steps=4", "validation.max_utterances=4"] if args.quick else []
-    systems = []
-    for profile in args.profiles:
-        for variant in chosen:
-            system = f"{profile}/{variant}"
-            demo.fine_tune(out, model, system, profile, [*demo.PROFILES[profile], *every[variant], *quick])
+    runs = {f"{profile}/{variant}": (profile, [*demo.PROFILES[profile], *every[variant], *quick]) for profile in args.profiles for variant in chosen}
+    systems = list(runs)
+    for first in range(0, len(systems), SIDE_BY_SIDE):
+        batch = systems[first : first + SIDE_BY_SIDE]
+        demo.fine_tune_side_by_side(out, model, {system: runs[system] for system in batch})
+        for system in batch:
             demo.decode_tests(out, sets_dir, str(out / system), system)
-            systems.append(system)
     return report(out, sets_dir, systems, every, started)
 
 

@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--domain-a-train", type=int, default=0, help="also write domain-a/train with this many utterances (wav)")
     parser.add_argument("--domain-b-train", type=int, default=720)
     parser.add_argument("--test", type=int, default=60, help="utterances in each test set")
-    parser.add_argument("--replay", type=int, default=360, help="domain-A utterances bundled for replay during fine-tuning")
+    parser.add_argument("--replay", type=int, default=720, help="domain-A utterances bundled for replay during fine-tuning")
     parser.add_argument("--jobs", type=int, default=4)
     args = parser.parse_args(argv)
     for tool in ("espeak-ng", "sox"):
