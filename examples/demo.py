@@ -154,13 +154,13 @@ def fine_tune_side_by_side(out: Path, model: str, runs: dict[str, tuple[str, lis
     runs side by side finish well before the two would one after the other. Each run writes to
     out/<system>/ and its output goes to out/<system>.log, printed when it ends."""
     began, running = time.monotonic(), {}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for system, (profile, overrides) in runs.items():
         arguments = train_arguments(out, model, system, profile, overrides)
         log_path = out / f"{system}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         print(f"\n\033[1m$ OMP_NUM_THREADS=1 speechft {shown(arguments)}\033[0m  (output: {log_path.relative_to(out.parent)})", flush=True)
         log = log_path.open("w", encoding="utf-8")
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
         process = subprocess.Popen([sys.executable, "-m", "speechft", *arguments], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         running[system] = (process, log, log_path)
     seconds = {}

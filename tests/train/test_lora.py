@@ -305,10 +305,6 @@ RESUME_SETTINGS = [
     "data.num_workers=0",
     "data.dither=1.0",
     "data.max_utterances_per_batch=1",
-    # The profile's speed perturbation is the same on both sides too (drawn per utterance), but its
-    # resampled audio takes Adam's rounding amplification to 5.2e-4 here: off, this compares DDP's
-    # gradient averaging alone.
-    "augment.speed=false",
     "max_epochs=2",
     "optim.lr=1e-3",
     "lora.dropout=0.3",
